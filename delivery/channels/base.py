@@ -1,0 +1,48 @@
+"""The one protocol every channel implements; the worker knows nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from delivery.models import ChannelName, DeliveryState, Organisation, ProofLevel, Recipient
+from delivery.outbox import Artefact
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parcel:
+    """What a channel hands over: one bundle to one recipient."""
+
+    delivery_id: str
+    bundle_id: str
+    channel: ChannelName
+    organisation: Organisation
+    recipient: Recipient
+    pdf: bytes
+    pages: int
+    message_count: int
+    email: bytes | None = None  # the RFC 5322 message, for the e-mail channel
+    envelope_from: str = ""  # bounces+<delivery-id>@<bounce_domain>
+
+
+@dataclass(frozen=True, kw_only=True)
+class Receipt:
+    """What a channel says happened."""
+
+    state: DeliveryState
+    proof: ProofLevel = ProofLevel.NONE
+    provider_ref: str = ""
+    detail: str = ""
+    artefacts: tuple[Artefact, ...] = field(default_factory=tuple)
+
+
+class Channel(Protocol):
+    name: ChannelName
+
+    async def send(self, parcel: Parcel) -> Receipt:
+        """Hand one parcel over; raise TransientChannelError or PermanentChannelError."""
+        ...
+
+    async def close(self) -> tuple[Artefact, ...]:
+        """Finish the run (write a print manifest, quit a connection); artefacts written."""
+        ...

@@ -1,0 +1,190 @@
+"""The post spool: one print job per run, for a mailroom or a print-and-post service.
+
+Nothing leaves the machine. Each parcel becomes an envelope PDF in ``post/<job>/``; close()
+adds ``manifest.csv`` (one row per envelope, safe to open in a spreadsheet) and
+``README.txt`` (what to print and the return address). Re-sending a parcel rewrites the
+same envelope and replaces its manifest row, so files and rows stay the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from delivery.channels.base import Parcel, Receipt
+from delivery.errors import InputError, PermanentChannelError
+from delivery.models import Address, ChannelName, DeliveryState, Organisation, ProofLevel
+from delivery.outbox import Artefact, LocalOutbox
+
+MANIFEST_COLUMNS = (
+    "envelope",
+    "bundle",
+    "case",
+    "recipient",
+    "recipient_name",
+    "address",
+    "country",
+    "sheets",
+    "pages",
+    "pdf",
+    "pdf_sha256",
+)
+# A spreadsheet reads a cell starting with one of these as a formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# One path component: no separators, no control characters, no leading dot.
+_COMPONENT = re.compile(r"[^/\\.\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Envelope:
+    delivery_id: str
+    bundle_id: str
+    case: str
+    recipient: str
+    recipient_name: str
+    address: Address
+    pages: int
+    pdf: str
+    pdf_sha256: str
+
+    @property
+    def sheets(self) -> int:
+        """Sheets of paper when printed on both sides."""
+        return (self.pages + 1) // 2
+
+    def row(self) -> tuple[str, ...]:
+        cells = (
+            self.delivery_id,
+            self.bundle_id,
+            self.case,
+            self.recipient,
+            self.recipient_name,
+            " / ".join(self.address.lines()),
+            self.address.country,
+            str(self.sheets),
+            str(self.pages),
+            self.pdf,
+            self.pdf_sha256,
+        )
+        return tuple(spreadsheet_safe(cell) for cell in cells)
+
+
+def spreadsheet_safe(text: str) -> str:
+    """Prefix ``'`` to a cell a spreadsheet would otherwise run as a formula."""
+    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text
+
+
+def _who(parcel: Parcel) -> str:
+    recipient = parcel.recipient
+    return f"delivery {parcel.delivery_id} to {recipient.case}/{recipient.slug}"
+
+
+def _check_parcel(parcel: Parcel) -> Address:
+    if parcel.recipient.address is None:
+        raise PermanentChannelError(f"{_who(parcel)}: the recipient has no postal address")
+    if not _COMPONENT.fullmatch(parcel.delivery_id):
+        raise PermanentChannelError(f"{_who(parcel)}: the delivery id is not a safe file name")
+    if not parcel.pdf.startswith(b"%PDF-"):
+        raise PermanentChannelError(f"{_who(parcel)}: the parcel's bundle is not a PDF")
+    if parcel.pages < 1:
+        raise PermanentChannelError(f"{_who(parcel)}: the bundle has {parcel.pages} pages")
+    return parcel.recipient.address
+
+
+def manifest_document(envelopes: Sequence[_Envelope]) -> bytes:
+    """The manifest: UTF-8 with a byte-order mark, CRLF line ends, sorted by envelope."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for envelope in sorted(envelopes, key=lambda e: e.delivery_id):
+        writer.writerow(envelope.row())
+    return buffer.getvalue().encode("utf-8-sig")
+
+
+def readme_document(job_id: str, envelopes: Sequence[_Envelope], sender: Organisation) -> bytes:
+    """What a person at the printer needs to know about the job."""
+    sender_lines = sender.address.lines()
+    if sender.address.name != sender.name:
+        sender_lines = (sender.name, *sender_lines)
+    sheets = sum(e.sheets for e in envelopes)
+    pages = sum(e.pages for e in envelopes)
+    lines = [
+        f"Print job {job_id}",
+        "",
+        f"{len(envelopes)} envelope(s), {pages} page(s), {sheets} sheet(s) of paper.",
+        "",
+        "Print every PDF in this folder on A4, duplex (both sides, long edge).",
+        "Each PDF is one envelope: fold it, put it in its own envelope, and post it",
+        "to the address on its first page. manifest.csv lists every envelope with its",
+        "address, page and sheet count, and the SHA-256 of its PDF.",
+        "",
+        "Return address (sender):",
+        *(f"    {line}" for line in sender_lines),
+        "",
+    ]
+    return "\n".join(lines).encode()
+
+
+class PostSpool:
+    """Collects one print job per run in ``post/<job_id>/``."""
+
+    name = ChannelName.POST
+
+    def __init__(self, outbox: LocalOutbox, *, job_id: str) -> None:
+        if not _COMPONENT.fullmatch(job_id):
+            raise InputError(f"print job id {job_id!r} is not a safe folder name")
+        self._outbox = outbox
+        self._job_id = job_id
+        self._envelopes: dict[str, _Envelope] = {}
+        self._sender: Organisation | None = None
+
+    def _check_sender(self, parcel: Parcel) -> None:
+        if self._sender is not None and parcel.organisation != self._sender:
+            raise PermanentChannelError(
+                f"{_who(parcel)}: print job {self._job_id} already carries the return "
+                f"address of {self._sender.name}, not {parcel.organisation.name}"
+            )
+
+    async def send(self, parcel: Parcel) -> Receipt:
+        address = _check_parcel(parcel)
+        self._check_sender(parcel)
+        self._sender = parcel.organisation
+        path = f"post/{self._job_id}/{parcel.delivery_id}.pdf"
+        artefact = await asyncio.to_thread(self._outbox.write, path, parcel.pdf)
+        self._envelopes[parcel.delivery_id] = _Envelope(
+            delivery_id=parcel.delivery_id,
+            bundle_id=parcel.bundle_id,
+            case=parcel.recipient.case,
+            recipient=parcel.recipient.slug,
+            recipient_name=parcel.recipient.name,
+            address=address,
+            pages=parcel.pages,
+            pdf=artefact.path,
+            pdf_sha256=artefact.sha256,
+        )
+        return Receipt(
+            state=DeliveryState.SPOOLED,
+            proof=ProofLevel.NONE,
+            provider_ref=artefact.path,
+            detail=f"envelope added to print job {self._job_id}",
+            artefacts=(artefact,),
+        )
+
+    async def close(self) -> tuple[Artefact, ...]:
+        if not self._envelopes or self._sender is None:
+            return ()
+        envelopes = sorted(self._envelopes.values(), key=lambda e: e.delivery_id)
+        folder = f"post/{self._job_id}"
+        manifest = manifest_document(envelopes)
+        readme = readme_document(self._job_id, envelopes, self._sender)
+        return await asyncio.to_thread(self._write_job, folder, manifest, readme)
+
+    def _write_job(self, folder: str, manifest: bytes, readme: bytes) -> tuple[Artefact, ...]:
+        return (
+            self._outbox.write(f"{folder}/manifest.csv", manifest),
+            self._outbox.write(f"{folder}/README.txt", readme),
+        )

@@ -1,0 +1,457 @@
+"""The `solidarity` command: thin shells over the library.
+
+Exit codes: 0 success, 1 operational failure, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from delivery import __version__, importer, ledger
+from delivery import campaign as campaign_file
+from delivery.config import Settings, load_settings
+from delivery.errors import DeliveryError, InputError
+from delivery.models import ReviewState
+from delivery.outbox import LocalOutbox
+from delivery.store import Store
+from delivery.text_output import (
+    echo_json,
+    show_import,
+    show_review,
+    show_status,
+    show_trace,
+    show_verify,
+)
+from delivery.worker import Worker, install_stop_handlers
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Context:
+    """Settings built once; the store opened on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store.connect(self.settings.database_url)
+        return self._store
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn our errors into a clear message and the contract's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except DeliveryError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="solidarity")
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="A TOML settings file."
+)
+@click.option("--outbox", help="The outbox folder (default: outbox/, or SOLIDARITY_OUTBOX).")
+@click.pass_context
+@handle_errors
+def main(ctx: click.Context, config_file: Path | None, outbox: str | None) -> None:
+    """Carry campaign messages the last mile: intake, review, merge, deliver, track, audit.
+
+    \b
+    Example:
+      solidarity campaign load campaign.toml
+      solidarity messages import messages.csv --source web
+      solidarity worker --once
+      solidarity status
+    """
+    overrides: dict[str, Any] = {"outbox": outbox} if outbox else {}
+    ctx.obj = Context(load_settings(config_file, **overrides))
+
+
+# -- campaign -----------------------------------------------------------------------------
+
+
+@main.group()
+def campaign() -> None:
+    """Cases and recipients."""
+
+
+@campaign.command("load")
+@click.argument("file", type=click.Path(path_type=Path))
+@json_option
+@click.pass_obj
+@handle_errors
+def campaign_load(obj: Context, file: Path, as_json: bool) -> None:
+    """Create or update cases and recipients from a campaign file (TOML).
+
+    Loading the same file again updates, never duplicates.
+
+    \b
+    Example:
+      solidarity campaign load campaign.toml
+    """
+    loaded = campaign_file.load_campaign(file)
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    counts = obj.store.save_campaign(
+        loaded, actor=obj.settings.actor, source=str(file), sha256=digest
+    )
+    recipients = sum(len(c.recipients) for c in loaded.cases)
+    if as_json:
+        echo_json({"cases": len(loaded.cases), "recipients": recipients, **counts})
+        return
+    click.echo(
+        f"{file}: {len(loaded.cases)} cases, {recipients} recipients"
+        f" ({counts['cases_added']} cases added, {counts['cases_updated']} updated;"
+        f" {counts['recipients_added']} recipients added, {counts['recipients_updated']} updated)"
+    )
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+@main.group()
+def messages() -> None:
+    """Supporters' messages."""
+
+
+@messages.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--source", default="", help="Where the file came from (default: the file name).")
+@json_option
+@click.pass_obj
+@handle_errors
+def messages_import(obj: Context, file: Path, source: str, as_json: bool) -> None:
+    """Import a CSV or JSON Lines message file.
+
+    Each row is imported, a duplicate (same source and external_id) or rejected with its
+    line, field and reason; rejected rows are also written to outbox/rejected/ to fix and
+    re-import. Exit code 2 when any row was rejected.
+
+    \b
+    Example:
+      solidarity messages import messages.csv --source web
+      solidarity messages import signatures.jsonl --source petition-tool --json
+    """
+    report = importer.import_messages(
+        obj.store,
+        file,
+        source=source or file.stem,
+        settings=obj.settings,
+        progress=None if as_json else progress,
+    )
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        show_import(report)
+    if report.rejected_total:
+        sys.exit(2)
+
+
+# -- review -------------------------------------------------------------------------------
+
+
+@main.group()
+def review() -> None:
+    """Screen, approve, reject and hold messages. Only approved messages are delivered."""
+
+
+@review.command("list")
+@click.option("--flagged", is_flag=True, help="Only messages a screening rule flagged.")
+@click.option("--case", help="Only this case.")
+@click.option("--held", is_flag=True, help="List held messages instead of waiting ones.")
+@click.option("--limit", type=int, default=200, show_default=True, help="At most this many.")
+@json_option
+@click.pass_obj
+@handle_errors
+def review_list(
+    obj: Context, flagged: bool, case: str | None, held: bool, limit: int, as_json: bool
+) -> None:
+    """Messages waiting for a caseworker, with the rules that flagged them.
+
+    \b
+    Example:
+      solidarity review list --flagged --case viktor-arkhipov
+    """
+    states = [ReviewState.HELD] if held else [ReviewState.PENDING]
+    items = obj.store.review_list(case=case, flagged=flagged, states=states, limit=limit)
+    if as_json:
+        echo_json([item.__dict__ for item in items])
+    else:
+        show_review(items)
+
+
+@review.command("approve")
+@click.argument("ids", nargs=-1)
+@click.option("--all-clean", is_flag=True, help="Approve every waiting message no rule flagged.")
+@click.option("--case", help="With --all-clean: only this case.")
+@json_option
+@click.pass_obj
+@handle_errors
+def review_approve(
+    obj: Context, ids: tuple[str, ...], all_clean: bool, case: str | None, as_json: bool
+) -> None:
+    """Approve messages by id or external id, or every clean waiting message.
+
+    \b
+    Example:
+      solidarity review approve 42 pl-0002
+      solidarity review approve --all-clean --case viktor-arkhipov
+    """
+    if bool(ids) == all_clean:
+        raise InputError("review approve: give message ids or --all-clean (not both)")
+    targets = obj.store.clean_pending(case=case) if all_clean else obj.store.resolve(ids)
+    changed = obj.store.decide(targets, ReviewState.APPROVED, actor=obj.settings.actor)
+    _decided(changed, "approved", as_json)
+
+
+@review.command("reject")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why: kept in the ledger.")
+@json_option
+@click.pass_obj
+@handle_errors
+def review_reject(obj: Context, ids: tuple[str, ...], reason: str, as_json: bool) -> None:
+    """Reject messages: they are never delivered.
+
+    \b
+    Example:
+      solidarity review reject 17 --reason "contains the prisoner's home address"
+    """
+    changed = obj.store.decide(
+        obj.store.resolve(ids), ReviewState.REJECTED, actor=obj.settings.actor, note=reason
+    )
+    _decided(changed, "rejected", as_json)
+
+
+@review.command("hold")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--reason", default="", help="Why: kept in the ledger.")
+@json_option
+@click.pass_obj
+@handle_errors
+def review_hold(obj: Context, ids: tuple[str, ...], reason: str, as_json: bool) -> None:
+    """Set messages aside until a caseworker approves or rejects them.
+
+    \b
+    Example:
+      solidarity review hold 17 18 --reason "ask the case team"
+    """
+    changed = obj.store.decide(
+        obj.store.resolve(ids), ReviewState.HELD, actor=obj.settings.actor, note=reason
+    )
+    _decided(changed, "held", as_json)
+
+
+def _decided(changed: int, verb: str, as_json: bool) -> None:
+    if as_json:
+        echo_json({verb: changed})
+    else:
+        click.echo(f"{changed} message{'s' if changed != 1 else ''} {verb}")
+
+
+# -- worker and status --------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Drain everything due now, then exit.")
+@click.option(
+    "--now", "on_demand", is_flag=True, help="Collect every recipient now, whatever its cadence."
+)
+@click.option("--poll", type=float, default=60.0, show_default=True, help="Seconds between runs.")
+@json_option
+@click.pass_obj
+@handle_errors
+def worker(obj: Context, once: bool, on_demand: bool, poll: float, as_json: bool) -> None:
+    """Collect, merge and deliver: the async worker.
+
+    Running it again delivers nothing twice. SIGTERM or Ctrl-C stops it after the current run.
+
+    \b
+    Example:
+      solidarity worker --once
+      solidarity worker --poll 300
+    """
+    runner = Worker(obj.settings, obj.store, progress=progress)
+    if once:
+        summary = asyncio.run(runner.run_once(on_demand=on_demand))
+        if as_json:
+            echo_json(summary.as_dict())
+        else:
+            click.echo(
+                f"{summary.bundles_planned} bundles collected, {summary.bundles_rendered} rendered"
+                f" ({summary.pages} pages), {summary.bundles_failed} failed; deliveries: "
+                + (", ".join(f"{k} {v}" for k, v in sorted(summary.deliveries.items())) or "none")
+            )
+        if summary.errors:
+            sys.exit(1)
+        return
+
+    async def forever() -> None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        await runner.run_forever(poll_seconds=poll, stop=stop)
+
+    asyncio.run(forever())
+
+
+@main.command()
+@click.option("--case", help="Only this case.")
+@click.option("--recipient", help="Only this recipient (slug).")
+@json_option
+@click.pass_obj
+@handle_errors
+def status(obj: Context, case: str | None, recipient: str | None, as_json: bool) -> None:
+    """Messages by review state, bundles, deliveries by channel and state.
+
+    \b
+    Example:
+      solidarity status --case viktor-arkhipov --json
+    """
+    data = obj.store.status(case=case, recipient=recipient)
+    if as_json:
+        echo_json(data)
+    else:
+        show_status(data, outbox=obj.settings.outbox_path)
+
+
+def _hold_command(held: bool) -> Callable[..., None]:
+    verb = "hold" if held else "release"
+
+    @click.option("--case", required=True, help="The case.")
+    @click.option("--recipient", help="Only this recipient of the case.")
+    @click.option("--reason", default="", help="Why: kept in the ledger.")
+    @json_option
+    @click.pass_obj
+    @handle_errors
+    def command(obj: Context, case: str, recipient: str | None, reason: str, as_json: bool) -> None:
+        result = obj.store.set_held(case, recipient, held, actor=obj.settings.actor, reason=reason)
+        if as_json:
+            echo_json(result)
+        else:
+            target = f"{case}/{recipient}" if recipient else f"case {case}"
+            click.echo(
+                f"{target}: {verb} ({result['deliveries']} pending deliveries {verb}ed)".replace(
+                    "holded", "held"
+                )
+            )
+
+    return command
+
+
+main.command(
+    "hold",
+    help="Stop pending deliveries of a case or recipient at once.\n\n\b\nExample:\n"
+    "  solidarity hold --case viktor-arkhipov --recipient arkhipov-detention-centre"
+    " --reason released",
+)(_hold_command(True))
+main.command(
+    "release",
+    help="Resume held deliveries of a case or recipient.\n\n\b\nExample:\n"
+    "  solidarity release --case viktor-arkhipov",
+)(_hold_command(False))
+
+
+# -- audit --------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """Check the ledger and trace what happened to a message."""
+
+
+@audit.command("verify")
+@json_option
+@click.pass_obj
+@handle_errors
+def audit_verify(obj: Context, as_json: bool) -> None:
+    """Recompute the ledger chain and re-hash every artefact; exit 1 on any mismatch.
+
+    \b
+    Example:
+      solidarity audit verify
+    """
+    outbox = LocalOutbox(obj.settings.outbox_path)
+    problems = [str(p) for p in ledger.verify(obj.store.events(), outbox.sha256)]
+    problems += list(obj.store.table_mismatches())
+    result = {"ok": not problems, "events": obj.store.ledger_size(), "problems": problems}
+    if as_json:
+        echo_json(result)
+    else:
+        show_verify(result)
+    if problems:
+        sys.exit(1)
+
+
+@audit.command("trace")
+@click.argument("message_ref")
+@json_option
+@click.pass_obj
+@handle_errors
+def audit_trace(obj: Context, message_ref: str, as_json: bool) -> None:
+    """One message's path: review, bundle (hash, pages), deliveries, every event with proof.
+
+    \b
+    Example:
+      solidarity audit trace pl-0002
+    """
+    (message_id,) = obj.store.resolve([message_ref])
+    data = obj.store.trace(message_id)
+    if as_json:
+        echo_json(data)
+    else:
+        show_trace(data)
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--messages", "count", type=click.IntRange(1), default=3000, show_default=True)
+@json_option
+@click.pass_obj
+@handle_errors
+def demo(obj: Context, count: int, as_json: bool) -> None:
+    """Write a sample campaign and COUNT messages, then run the whole pipeline.
+
+    Everything stays on this machine: e-mail as .eml files, faxes as fax-ready PDFs with job
+    files, post as print jobs with a mailroom manifest, all in the outbox.
+
+    \b
+    Example:
+      solidarity demo --messages 5000
+    """
+    from delivery.demo_run import run_demo
+
+    result = run_demo(obj.settings, obj.store, count=count, progress=progress)
+    if as_json:
+        echo_json(result)
+    else:
+        show_status(result["status"], outbox=obj.settings.outbox_path, files=result["files"])

@@ -1,0 +1,107 @@
+"""Settings, built once at the edge (CLI, worker) and passed down.
+
+Sources, strongest first: arguments, environment (``SOLIDARITY_``, nested with ``__``),
+``.env``, a TOML file (``solidarity.toml`` in the working folder, or the file named by
+``SOLIDARITY_CONFIG``), then the embedded defaults. No setting is needed to run.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+SHIPPED_TEMPLATES = PACKAGE_ROOT.parent / "templates"
+
+
+class SmtpSecurity(enum.StrEnum):
+    STARTTLS = "starttls"  # plain connection upgraded with STARTTLS; refused if not offered
+    TLS = "tls"  # implicit TLS from the first byte (port 465)
+    NONE = "none"  # clear text; only when an operator asks for it
+
+
+class SmtpSettings(BaseModel):
+    host: str = ""
+    port: int = 587
+    security: SmtpSecurity = SmtpSecurity.STARTTLS
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    timeout: float = 30.0
+
+
+class IntakeSettings(BaseModel):
+    max_body_chars: int = Field(default=20_000, ge=1)
+    max_field_chars: int = Field(default=200, ge=1)
+
+
+class ReviewSettings(BaseModel):
+    long_text_chars: int = Field(default=3_000, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SOLIDARITY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        toml_file="solidarity.toml",
+    )
+
+    outbox: str = "outbox"
+    database_url: str = ""
+    templates: Path = SHIPPED_TEMPLATES
+    smtp: SmtpSettings = SmtpSettings()
+    intake: IntakeSettings = IntakeSettings()
+    review: ReviewSettings = ReviewSettings()
+    render_processes: int = Field(default=0, ge=0)
+    actor: str = "operator"
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{Path(self.outbox) / 'solidarity.db'}"
+        return self
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.outbox)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls),
+        )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings; ``config_file`` names a TOML file to read instead of the default."""
+    if config_file is not None:
+        if not config_file.is_file():
+            from delivery.errors import ConfigurationError
+
+            raise ConfigurationError(f"{config_file}: settings file not found")
+
+        class _FromFile(Settings):
+            model_config = SettingsConfigDict(toml_file=config_file)
+
+        return _FromFile(**overrides)
+    return Settings(**overrides)

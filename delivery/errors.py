@@ -1,0 +1,58 @@
+"""One error tree. Transient errors are retried; permanent ones are not.
+
+Every message names the file, line, field, case or recipient it is about.
+"""
+
+from __future__ import annotations
+
+
+class DeliveryError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class PermanentError(DeliveryError):
+    """Retrying will not help."""
+
+
+class TransientError(DeliveryError):
+    """The same call may succeed later."""
+
+
+class InputError(PermanentError, ValueError):
+    """Bad input from an operator: a file, a row, an argument (exit code 2)."""
+
+
+class CampaignError(InputError):
+    """A campaign file that cannot be loaded."""
+
+
+class InvalidTransitionError(PermanentError, ValueError):
+    """A delivery state change the state machine does not allow."""
+
+
+class NotFoundError(InputError, LookupError):
+    """An id, case or recipient that does not exist."""
+
+
+class RenderError(PermanentError):
+    """A bundle or digest could not be rendered."""
+
+
+class ChannelError(DeliveryError):
+    """A channel could not hand over a delivery."""
+
+
+class TransientChannelError(ChannelError, TransientError):
+    """The channel may accept it later (4xx, timeout, busy)."""
+
+
+class PermanentChannelError(ChannelError, PermanentError):
+    """The channel refused it for good (5xx, invalid number)."""
+
+
+class LedgerError(PermanentError):
+    """The ledger chain or an artefact does not match what was recorded."""
+
+
+class ConfigurationError(PermanentError, ValueError):
+    """Settings that cannot work together."""

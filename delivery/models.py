@@ -1,0 +1,234 @@
+"""Frozen domain types and the state machines. Pure: no I/O."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from delivery.errors import InvalidTransitionError
+
+
+class RecipientKind(enum.StrEnum):
+    AUTHORITY = "authority"  # government desk: case, demand and count
+    PRISON = "prison"  # the prisoner: first names and countries only
+    FAMILY = "family"  # the family home: warm cover, privacy
+
+
+class ChannelName(enum.StrEnum):
+    EMAIL = "email"  # SMTP, or an .eml file in the outbox
+    FAX = "fax"  # fax gateway, or a fax-ready PDF and job file
+    POST = "post"  # print-and-post: print job and mailroom manifest
+
+
+class Format(enum.StrEnum):
+    BUNDLE = "bundle"  # a printable PDF of every message
+    DIGEST = "digest"  # an e-mail: counts, a sample, the bundle attached
+
+
+class Cadence(enum.StrEnum):
+    ONCE = "once"  # one automatic bundle; later messages wait for an on-demand run
+    DAILY = "daily"  # at most one bundle per UTC day
+    WEEKLY = "weekly"  # at most one bundle per ISO week
+
+
+class MessageKind(enum.StrEnum):
+    LETTER = "letter"  # a written letter, personal or pre-written
+    EMAIL = "email"  # an e-mail sent through a campaign form
+    FAX = "fax"  # a fax message
+    TWEET = "tweet"  # a short public message
+    PETITION = "petition"  # a petition line, signed
+    SIGNATURE = "signature"  # a name only: no body
+
+    @property
+    def needs_body(self) -> bool:
+        return self is not MessageKind.SIGNATURE
+
+
+class ReviewState(enum.StrEnum):
+    PENDING = "pending"  # waiting for a caseworker
+    APPROVED = "approved"  # will be delivered
+    REJECTED = "rejected"  # never delivered
+    HELD = "held"  # set aside by a caseworker
+
+
+class DeliveryState(enum.StrEnum):
+    QUEUED = "queued"  # waiting for its channel
+    SENDING = "sending"  # intent committed, transport under way
+    ACCEPTED = "accepted"  # the provider took it (SMTP 250, fax queued)
+    DELIVERED = "delivered"  # the strongest proof the channel gives
+    DEFERRED = "deferred"  # transient failure, will retry
+    FAILED = "failed"  # permanent failure
+    BOUNCED = "bounced"  # a delivery status notification said no
+    RETURNED = "returned"  # post came back to the sender
+    HELD = "held"  # stopped by a caseworker; release resumes it
+    CANCELLED = "cancelled"  # will never be sent
+    UNKNOWN = "unknown"  # the provider may have it; settled by a person, never resent blindly
+    SPOOLED = "spooled"  # written to the outbox for a human or a later transport
+
+
+class ProofLevel(enum.IntEnum):
+    NONE = 0  # no outside evidence
+    MTA_ACCEPTED = 1  # a mail server accepted it
+    CARRIER_SCAN = 2  # the postal carrier scanned it
+    FAX_CONFIRMED = 3  # the receiving fax confirmed the pages
+    SIGNED_RECEIPT = 4  # a signed receipt came back
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+_S = DeliveryState
+TRANSITIONS: Mapping[DeliveryState, frozenset[DeliveryState]] = {
+    _S.QUEUED: frozenset({_S.SENDING, _S.HELD, _S.CANCELLED}),
+    _S.SENDING: frozenset(
+        {_S.ACCEPTED, _S.DELIVERED, _S.SPOOLED, _S.DEFERRED, _S.FAILED, _S.UNKNOWN}
+    ),
+    _S.ACCEPTED: frozenset({_S.DELIVERED, _S.BOUNCED, _S.FAILED, _S.RETURNED}),
+    _S.DELIVERED: frozenset({_S.BOUNCED, _S.RETURNED}),
+    _S.DEFERRED: frozenset({_S.SENDING, _S.HELD, _S.CANCELLED, _S.FAILED}),
+    _S.FAILED: frozenset(),
+    _S.BOUNCED: frozenset(),
+    _S.RETURNED: frozenset(),
+    _S.HELD: frozenset({_S.QUEUED, _S.CANCELLED}),
+    _S.CANCELLED: frozenset(),
+    _S.UNKNOWN: frozenset({_S.ACCEPTED, _S.DELIVERED, _S.FAILED, _S.BOUNCED}),
+    _S.SPOOLED: frozenset({_S.ACCEPTED, _S.DELIVERED, _S.RETURNED, _S.CANCELLED}),
+}
+HOLDABLE: frozenset[DeliveryState] = frozenset({_S.QUEUED, _S.DEFERRED})
+
+
+def check_transition(old: DeliveryState, new: DeliveryState) -> DeliveryState:
+    """Return `new` when the machine allows `old -> new`, else raise."""
+    if new not in TRANSITIONS[old]:
+        raise InvalidTransitionError(f"delivery cannot move from {old} to {new}")
+    return new
+
+
+@dataclass(frozen=True, kw_only=True)
+class Address:
+    name: str
+    street: str
+    city: str
+    postal_code: str
+    country: str
+    region: str = ""
+
+    def lines(self) -> tuple[str, ...]:
+        city_line = " ".join(p for p in (self.postal_code, self.city) if p)
+        parts = (self.name, self.street, city_line, self.region, self.country)
+        return tuple(p for p in parts if p)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Organisation:
+    name: str
+    email: str
+    reply_to: str
+    bounce_domain: str
+    address: Address
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipient:
+    case: str
+    slug: str
+    kind: RecipientKind
+    name: str
+    language: str
+    channels: tuple[ChannelName, ...]
+    format: Format
+    cadence: Cadence
+    email: str = ""
+    fax: str = ""
+    address: Address | None = None
+    prisoner_number: str = ""
+    facility: str = ""
+    page_limit: int | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Case:
+    slug: str
+    name: str
+    country: str
+    summary: str
+    demand: str
+    auto_approve: frozenset[MessageKind]
+    danger_words: tuple[str, ...]
+    recipients: tuple[Recipient, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Campaign:
+    organisation: Organisation
+    cases: tuple[Case, ...]
+
+    def case(self, slug: str) -> Case | None:
+        return next((c for c in self.cases if c.slug == slug), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageDraft:
+    """One accepted row of a message file, ready to store."""
+
+    source: str
+    external_id: str
+    line: int
+    case: str
+    to: str
+    supporter_name: str
+    supporter_email: str
+    supporter_city: str
+    supporter_country: str
+    language: str
+    kind: MessageKind
+    body: str
+    submitted_at: datetime
+    event: str
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """A stored message, as collect and merge see it."""
+
+    id: int
+    source: str
+    external_id: str
+    case: str
+    supporter_name: str
+    supporter_email: str
+    supporter_city: str
+    supporter_country: str
+    language: str
+    kind: MessageKind
+    body: str
+    body_sha256: str
+    submitted_at: datetime
+    event: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flag:
+    """Why a screening rule wants a human to look."""
+
+    rule: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.detail}" if self.detail else self.rule
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def stable_id(prefix: str, *parts: str, length: int = 20) -> str:
+    """A deterministic id: the same parts always give the same id."""
+    digest = hashlib.sha256("\x1f".join((prefix, *parts)).encode()).hexdigest()
+    return f"{prefix}-{digest[:length]}"

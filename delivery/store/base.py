@@ -1,0 +1,208 @@
+"""The store core: transactions, ledger appends and the campaign tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from delivery import ledger as chain
+from delivery.errors import NotFoundError
+from delivery.models import Campaign, Recipient
+from delivery.store import codec
+from delivery.store.engine import make_engine, migrate
+from delivery.store.schema import cases, ledger, meta, recipients
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StoreBase:
+    """Connections, the ledger and the campaign; the other parts build on this."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._campaign: Campaign | None = None
+
+    @classmethod
+    def open(cls, url: str) -> StoreBase:
+        engine = make_engine(url)
+        migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- ledger ---------------------------------------------------------------------------
+
+    def append(self, conn: Connection, entries: Sequence[chain.Entry]) -> list[chain.Event]:
+        """Seal `entries` after the last event, inside the caller's transaction."""
+        if not entries:
+            return []
+        last = conn.execute(
+            select(ledger.c.seq, ledger.c.hash).order_by(ledger.c.seq.desc()).limit(1)
+        ).first()
+        last_seq, last_hash = (int(last[0]), str(last[1])) if last else (0, chain.GENESIS)
+        events = chain.seal(entries, last_seq=last_seq, last_hash=last_hash, at=chain.utc_stamp())
+        conn.execute(insert(ledger), [_event_row(e) for e in events])
+        return events
+
+    def events(
+        self, *, subjects: Sequence[str] | None = None, batch: int = 5000
+    ) -> Iterator[chain.Event]:
+        """Every ledger event in order (or those about `subjects`), streamed."""
+        after = 0
+        while True:
+            query = select(ledger).where(ledger.c.seq > after).order_by(ledger.c.seq).limit(batch)
+            if subjects is not None:
+                query = query.where(ledger.c.subject.in_(list(subjects)))
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+            if not rows:
+                return
+            for row in rows:
+                yield chain.Event(
+                    **{
+                        k: row[k]
+                        for k in (
+                            "seq",
+                            "at",
+                            "actor",
+                            "kind",
+                            "subject",
+                            "payload",
+                            "prev_hash",
+                            "hash",
+                        )
+                    }
+                )
+            after = int(rows[-1]["seq"])
+
+    def ledger_size(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ledger)).scalar_one())
+
+    # -- campaign -------------------------------------------------------------------------
+
+    def save_campaign(
+        self, campaign: Campaign, *, actor: str, source: str, sha256: str
+    ) -> dict[str, int]:
+        """Create or update the organisation, cases and recipients; never duplicates."""
+        counts = {
+            "cases_added": 0,
+            "cases_updated": 0,
+            "recipients_added": 0,
+            "recipients_updated": 0,
+        }
+        stamp = now()
+        with self.transaction() as conn:
+            self._put_meta(conn, "organisation", codec.to_json(campaign.organisation))
+            for case in campaign.cases:
+                added = self._upsert_case(conn, codec.to_json(case), case.slug, stamp)
+                counts["cases_added" if added else "cases_updated"] += 1
+                for recipient in case.recipients:
+                    added = self._upsert_recipient(conn, recipient, stamp)
+                    counts["recipients_added" if added else "recipients_updated"] += 1
+            payload = {"file": source, "sha256": sha256, **counts}
+            self.append(
+                conn,
+                [
+                    chain.Entry(
+                        kind="campaign.loaded", subject="campaign", payload=payload, actor=actor
+                    )
+                ],
+            )
+        self._campaign = None
+        return counts
+
+    def _put_meta(self, conn: Connection, key: str, value: Any) -> None:
+        if conn.execute(select(meta.c.key).where(meta.c.key == key)).first():
+            conn.execute(update(meta).where(meta.c.key == key).values(value=value))
+        else:
+            conn.execute(insert(meta).values(key=key, value=value))
+
+    def _upsert_case(
+        self, conn: Connection, data: dict[str, Any], slug: str, stamp: datetime
+    ) -> bool:
+        if conn.execute(select(cases.c.slug).where(cases.c.slug == slug)).first():
+            conn.execute(
+                update(cases).where(cases.c.slug == slug).values(data=data, updated_at=stamp)
+            )
+            return False
+        conn.execute(insert(cases).values(slug=slug, data=data, held=False, updated_at=stamp))
+        return True
+
+    def _upsert_recipient(self, conn: Connection, recipient: Recipient, stamp: datetime) -> bool:
+        data = codec.to_json(recipient)
+        where = (recipients.c.case_slug == recipient.case) & (recipients.c.slug == recipient.slug)
+        if conn.execute(select(recipients.c.id).where(where)).first():
+            conn.execute(
+                update(recipients)
+                .where(where)
+                .values(kind=str(recipient.kind), data=data, updated_at=stamp)
+            )
+            return False
+        conn.execute(
+            insert(recipients).values(
+                case_slug=recipient.case,
+                slug=recipient.slug,
+                kind=str(recipient.kind),
+                data=data,
+                held=False,
+                updated_at=stamp,
+            )
+        )
+        return True
+
+    def campaign(self) -> Campaign:
+        """The loaded campaign; NotFoundError when none was loaded yet."""
+        if self._campaign is None:
+            self._campaign = self._read_campaign()
+        return self._campaign
+
+    def _read_campaign(self) -> Campaign:
+        with self.engine.connect() as conn:
+            org = conn.execute(select(meta.c.value).where(meta.c.key == "organisation")).scalar()
+            if org is None:
+                raise NotFoundError(
+                    "no campaign loaded yet: run `solidarity campaign load FILE.toml`"
+                )
+            case_rows = conn.execute(select(cases.c.data).order_by(cases.c.slug)).scalars().all()
+            rec_rows = (
+                conn.execute(select(recipients.c.data).order_by(recipients.c.id)).scalars().all()
+            )
+        by_case: dict[str, list[Recipient]] = {}
+        for data in rec_rows:
+            recipient = codec.recipient_from_json(data)
+            by_case.setdefault(recipient.case, []).append(recipient)
+        built = tuple(codec.case_from_json(d, tuple(by_case.get(d["slug"], ()))) for d in case_rows)
+        return Campaign(organisation=codec.organisation_from_json(org), cases=built)
+
+    def recipient_ids(self) -> dict[tuple[str, str], int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(recipients.c.case_slug, recipients.c.slug, recipients.c.id)
+            ).all()
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+
+def _event_row(event: chain.Event) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "at": event.at,
+        "actor": event.actor,
+        "kind": event.kind,
+        "subject": event.subject,
+        "payload": event.payload,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }

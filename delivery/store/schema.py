@@ -1,0 +1,191 @@
+"""Tables, in SQLAlchemy Core, portable between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+
+metadata = MetaData()
+
+Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite only auto-increments INTEGER keys
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+UtcTime = UtcDateTime()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", JSON, nullable=False),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("slug", String(64), primary_key=True),
+    Column("data", JSON, nullable=False),
+    Column("held", Boolean, nullable=False, default=False),
+    Column("updated_at", UtcTime, nullable=False),
+)
+
+recipients = Table(
+    "recipients",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("case_slug", String(64), ForeignKey("cases.slug"), nullable=False),
+    Column("slug", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("held", Boolean, nullable=False, default=False),
+    Column("updated_at", UtcTime, nullable=False),
+    UniqueConstraint("case_slug", "slug", name="uq_recipient_case_slug"),
+)
+
+import_batches = Table(
+    "import_batches",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("started_at", UtcTime, nullable=False),
+    Column("finished_at", UtcTime),
+    Column("imported", Integer, nullable=False, default=0),
+    Column("duplicates", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("batch_id", Id, ForeignKey("import_batches.id"), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("case_slug", String(64), ForeignKey("cases.slug"), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("supporter_name", Text, nullable=False),
+    Column("supporter_email", Text, nullable=False),
+    Column("supporter_city", Text, nullable=False),
+    Column("supporter_country", String(2), nullable=False),
+    Column("language", String(35), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("submitted_at", UtcTime, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("extra", JSON, nullable=False),
+    Column("review_state", String(16), nullable=False),
+    Column("flags", JSON, nullable=False),
+    Column("review_note", Text, nullable=False, default=""),
+    Column("reviewed_by", String(200), nullable=False, default=""),
+    Column("reviewed_at", UtcTime),
+    Column("imported_at", UtcTime, nullable=False),
+    UniqueConstraint("source", "external_id", name="uq_message_source_external_id"),
+    Index("ix_messages_case_state", "case_slug", "review_state"),
+    Index("ix_messages_external_id", "external_id"),
+)
+
+message_recipients = Table(
+    "message_recipients",
+    metadata,
+    Column("message_id", Id, ForeignKey("messages.id"), primary_key=True),
+    Column("recipient_id", Id, ForeignKey("recipients.id"), primary_key=True),
+    Column("bundle_id", String(64), ForeignKey("bundles.id")),
+    Index("ix_message_recipients_due", "recipient_id", "bundle_id"),
+    Index("ix_message_recipients_bundle", "bundle_id"),
+)
+
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("recipient_id", Id, ForeignKey("recipients.id"), nullable=False),
+    Column("period", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # planned | rendered | failed
+    Column("message_count", Integer, nullable=False),
+    Column("country_count", Integer, nullable=False, default=0),
+    Column("pages", Integer, nullable=False, default=0),
+    Column("pdf_path", Text, nullable=False, default=""),
+    Column("pdf_sha256", String(64), nullable=False, default=""),
+    Column("manifest_path", Text, nullable=False, default=""),
+    Column("manifest_sha256", String(64), nullable=False, default=""),
+    Column("template_version", String(64), nullable=False, default=""),
+    Column("error", Text, nullable=False, default=""),
+    Column("created_at", UtcTime, nullable=False),
+    Column("rendered_at", UtcTime),
+    Index("ix_bundles_recipient_period", "recipient_id", "period"),
+    Index("ix_bundles_state", "state"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("bundle_id", String(64), ForeignKey("bundles.id"), nullable=False),
+    Column("recipient_id", Id, ForeignKey("recipients.id"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("proof", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("message_id_header", Text, nullable=False, default=""),
+    Column("provider_ref", Text, nullable=False, default=""),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created_at", UtcTime, nullable=False),
+    Column("updated_at", UtcTime, nullable=False),
+    UniqueConstraint("bundle_id", "channel", name="uq_delivery_bundle_channel"),
+    Index("ix_deliveries_state", "state"),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=False),
+    Column("at", String(40), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("subject", String(100), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Index("ix_ledger_subject", "subject"),
+)

@@ -1,0 +1,542 @@
+"""Bundles and deliveries: what collect plans, merge fills in and channels move."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from delivery import ledger as chain
+from delivery.errors import NotFoundError
+from delivery.models import (
+    ChannelName,
+    DeliveryState,
+    Message,
+    MessageKind,
+    ProofLevel,
+    ReviewState,
+    check_transition,
+    sha256_hex,
+    stable_id,
+)
+from delivery.outbox import Artefact
+from delivery.store.base import now
+from delivery.store.messages import MessageStore
+from delivery.store.schema import (
+    bundles,
+    cases,
+    deliveries,
+    message_recipients,
+    messages,
+    recipients,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecipientLoad:
+    """What collect needs to know about one recipient."""
+
+    recipient_id: int
+    case: str
+    slug: str
+    held: bool
+    waiting: int  # approved messages not yet in any bundle
+    periods: frozenset[str]  # bundle periods already used
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleRow:
+    id: str
+    recipient_id: int
+    case: str
+    slug: str
+    period: str
+    state: str
+    message_count: int
+    pages: int
+    pdf_path: str
+    pdf_sha256: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryRow:
+    id: str
+    bundle_id: str
+    recipient_id: int
+    case: str
+    slug: str
+    channel: ChannelName
+    state: DeliveryState
+    attempts: int
+    message_id_header: str
+
+
+class WorkStore(MessageStore):
+    # -- collect --------------------------------------------------------------------------
+
+    def recipient_loads(self) -> list[RecipientLoad]:
+        approved = (
+            select(message_recipients.c.recipient_id, func.count().label("n"))
+            .join(messages, messages.c.id == message_recipients.c.message_id)
+            .where(
+                message_recipients.c.bundle_id.is_(None),
+                messages.c.review_state == str(ReviewState.APPROVED),
+            )
+            .group_by(message_recipients.c.recipient_id)
+            .subquery()
+        )
+        query = (
+            select(
+                recipients.c.id,
+                recipients.c.case_slug,
+                recipients.c.slug,
+                recipients.c.held,
+                cases.c.held,
+                func.coalesce(approved.c.n, 0),
+            )
+            .join(cases, cases.c.slug == recipients.c.case_slug)
+            .outerjoin(approved, approved.c.recipient_id == recipients.c.id)
+            .order_by(recipients.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            used = conn.execute(select(bundles.c.recipient_id, bundles.c.period)).all()
+        periods: dict[int, set[str]] = {}
+        for rid, period in used:
+            periods.setdefault(int(rid), set()).add(str(period))
+        return [
+            RecipientLoad(
+                recipient_id=int(r[0]),
+                case=str(r[1]),
+                slug=str(r[2]),
+                held=bool(r[3] or r[4]),
+                waiting=int(r[5]),
+                periods=frozenset(periods.get(int(r[0]), ())),
+            )
+            for r in rows
+        ]
+
+    def create_bundle(self, recipient_id: int, period: str, *, actor: str) -> str | None:
+        """Claim every approved, unbundled message of a recipient into a new bundle."""
+        with self.transaction() as conn:
+            ids = sorted(
+                int(m)
+                for m in conn.execute(
+                    select(message_recipients.c.message_id)
+                    .join(messages, messages.c.id == message_recipients.c.message_id)
+                    .where(
+                        message_recipients.c.recipient_id == recipient_id,
+                        message_recipients.c.bundle_id.is_(None),
+                        messages.c.review_state == str(ReviewState.APPROVED),
+                    )
+                ).scalars()
+            )
+            if not ids:
+                return None
+            members = sha256_hex(",".join(map(str, ids)).encode())
+            bundle_id = stable_id("bnd", str(recipient_id), period, members)
+            conn.execute(
+                insert(bundles).values(
+                    id=bundle_id,
+                    recipient_id=recipient_id,
+                    period=period,
+                    state="planned",
+                    message_count=len(ids),
+                    created_at=now(),
+                )
+            )
+            conn.execute(
+                update(message_recipients)
+                .where(
+                    message_recipients.c.recipient_id == recipient_id,
+                    message_recipients.c.message_id.in_(ids),
+                )
+                .values(bundle_id=bundle_id)
+            )
+            payload = {
+                "recipient_id": recipient_id,
+                "period": period,
+                "messages": len(ids),
+                "members_sha256": members,
+            }
+            self.append(
+                conn,
+                [
+                    chain.Entry(
+                        kind="bundle.planned",
+                        subject=f"bundle:{bundle_id}",
+                        payload=payload,
+                        actor=actor,
+                    )
+                ],
+            )
+        return bundle_id
+
+    # -- merge ----------------------------------------------------------------------------
+
+    def bundles_in(self, state: str) -> list[BundleRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                _bundle_query().where(bundles.c.state == state).order_by(bundles.c.created_at)
+            ).all()
+        return [_bundle_row(r) for r in rows]
+
+    def bundle(self, bundle_id: str) -> BundleRow:
+        with self.engine.connect() as conn:
+            row = conn.execute(_bundle_query().where(bundles.c.id == bundle_id)).first()
+        if row is None:
+            raise NotFoundError(f"bundle {bundle_id}: not found")
+        return _bundle_row(row)
+
+    def bundle_messages(self, bundle_id: str) -> tuple[Message, ...]:
+        query = (
+            select(messages)
+            .join(message_recipients, message_recipients.c.message_id == messages.c.id)
+            .where(message_recipients.c.bundle_id == bundle_id)
+            .order_by(messages.c.submitted_at, messages.c.id)
+        )
+        with self.engine.connect() as conn:
+            return tuple(_message(r) for r in conn.execute(query).mappings())
+
+    def mark_rendered(
+        self,
+        bundle_id: str,
+        *,
+        pdf: Artefact,
+        manifest: Artefact,
+        pages: int,
+        countries: int,
+        template_version: str,
+        actor: str,
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                update(bundles)
+                .where(bundles.c.id == bundle_id)
+                .values(
+                    state="rendered",
+                    pages=pages,
+                    country_count=countries,
+                    pdf_path=pdf.path,
+                    pdf_sha256=pdf.sha256,
+                    manifest_path=manifest.path,
+                    manifest_sha256=manifest.sha256,
+                    template_version=template_version,
+                    rendered_at=now(),
+                    error="",
+                )
+            )
+            payload = {
+                "pages": pages,
+                "countries": countries,
+                "template_version": template_version,
+                "pdf_sha256": pdf.sha256,
+                "artefacts": [_artefact(pdf), _artefact(manifest)],
+            }
+            self.append(
+                conn,
+                [
+                    chain.Entry(
+                        kind="bundle.rendered",
+                        subject=f"bundle:{bundle_id}",
+                        payload=payload,
+                        actor=actor,
+                    )
+                ],
+            )
+
+    def mark_render_failed(self, bundle_id: str, *, error: str, actor: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                update(bundles).where(bundles.c.id == bundle_id).values(state="failed", error=error)
+            )
+            self.append(
+                conn,
+                [
+                    chain.Entry(
+                        kind="bundle.failed",
+                        subject=f"bundle:{bundle_id}",
+                        payload={"error": error},
+                        actor=actor,
+                    )
+                ],
+            )
+
+    # -- deliver --------------------------------------------------------------------------
+
+    def ensure_delivery(
+        self, bundle: BundleRow, channel: ChannelName, *, bounce_domain: str, actor: str
+    ) -> str:
+        """The bundle's delivery on `channel`, created queued (or held) when new."""
+        delivery_id = stable_id("dlv", bundle.id, str(channel))
+        with self.transaction() as conn:
+            if conn.execute(select(deliveries.c.id).where(deliveries.c.id == delivery_id)).first():
+                return delivery_id
+            held = self._is_held(conn, bundle.recipient_id)
+            state = DeliveryState.HELD if held else DeliveryState.QUEUED
+            stamp = now()
+            conn.execute(
+                insert(deliveries).values(
+                    id=delivery_id,
+                    bundle_id=bundle.id,
+                    recipient_id=bundle.recipient_id,
+                    channel=str(channel),
+                    state=str(state),
+                    proof=0,
+                    attempts=0,
+                    message_id_header=f"<{delivery_id}@{bounce_domain}>",
+                    provider_ref="",
+                    last_error="",
+                    created_at=stamp,
+                    updated_at=stamp,
+                )
+            )
+            payload = {"bundle": bundle.id, "channel": str(channel), "to": str(state)}
+            self.append(
+                conn,
+                [
+                    chain.Entry(
+                        kind=f"delivery.{state}",
+                        subject=f"delivery:{delivery_id}",
+                        payload=payload,
+                        actor=actor,
+                    )
+                ],
+            )
+        return delivery_id
+
+    def _is_held(self, conn: Connection, recipient_id: int) -> bool:
+        row = conn.execute(
+            select(recipients.c.held, cases.c.held)
+            .join(cases, cases.c.slug == recipients.c.case_slug)
+            .where(recipients.c.id == recipient_id)
+        ).one()
+        return bool(row[0] or row[1])
+
+    def deliveries_in(self, states: Sequence[DeliveryState]) -> list[DeliveryRow]:
+        query = (
+            _delivery_query()
+            .where(deliveries.c.state.in_([str(s) for s in states]))
+            .order_by(deliveries.c.created_at)
+        )
+        with self.engine.connect() as conn:
+            return [_delivery_row(r) for r in conn.execute(query)]
+
+    def delivery(self, delivery_id: str) -> DeliveryRow:
+        with self.engine.connect() as conn:
+            row = conn.execute(_delivery_query().where(deliveries.c.id == delivery_id)).first()
+        if row is None:
+            raise NotFoundError(f"delivery {delivery_id}: not found")
+        return _delivery_row(row)
+
+    def transition(
+        self,
+        delivery_id: str,
+        new: DeliveryState,
+        *,
+        actor: str,
+        proof: ProofLevel = ProofLevel.NONE,
+        provider_ref: str = "",
+        detail: str = "",
+        artefacts: Sequence[Artefact] = (),
+    ) -> bool:
+        """Move one delivery through the state machine; False when something else moved it first."""
+        with self.transaction() as conn:
+            current = conn.execute(
+                select(deliveries.c.state, deliveries.c.attempts).where(
+                    deliveries.c.id == delivery_id
+                )
+            ).one()
+            old = DeliveryState(current[0])
+            check_transition(old, new)
+            if new == DeliveryState.SENDING and self._is_held(
+                conn, self.delivery_recipient(conn, delivery_id)
+            ):
+                return False
+            values: dict[str, Any] = {"state": str(new), "updated_at": now(), "proof": int(proof)}
+            if new == DeliveryState.SENDING:
+                values["attempts"] = int(current[1]) + 1
+            if provider_ref:
+                values["provider_ref"] = provider_ref
+            if detail and new in (
+                DeliveryState.FAILED,
+                DeliveryState.DEFERRED,
+                DeliveryState.UNKNOWN,
+            ):
+                values["last_error"] = detail
+            done = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id, deliveries.c.state == str(old))
+                .values(**values)
+            )
+            payload = {
+                "from": str(old),
+                "to": str(new),
+                "proof": proof.label,
+                "provider_ref": provider_ref,
+                "detail": detail,
+                "artefacts": [_artefact(a) for a in artefacts],
+            }
+            self.append(
+                conn,
+                [
+                    chain.Entry(
+                        kind=f"delivery.{new}",
+                        subject=f"delivery:{delivery_id}",
+                        payload=payload,
+                        actor=actor,
+                    )
+                ],
+            )
+            return bool(done.rowcount)
+
+    def delivery_recipient(self, conn: Connection, delivery_id: str) -> int:
+        return int(
+            conn.execute(
+                select(deliveries.c.recipient_id).where(deliveries.c.id == delivery_id)
+            ).scalar_one()
+        )
+
+    # -- hold and release -----------------------------------------------------------------
+
+    def set_held(
+        self, case: str, recipient: str | None, held: bool, *, actor: str, reason: str
+    ) -> dict[str, int]:
+        """Hold (or release) a case or a recipient, and its pending deliveries, at once."""
+        with self.transaction() as conn:
+            targets = self._hold_targets(conn, case, recipient)
+            if recipient is None:
+                conn.execute(update(cases).where(cases.c.slug == case).values(held=held))
+            else:
+                conn.execute(
+                    update(recipients).where(recipients.c.id.in_(targets)).values(held=held)
+                )
+            moved = self._move_held_deliveries(conn, targets, held, actor)
+            subject = f"recipient:{case}/{recipient}" if recipient else f"case:{case}"
+            kind = "hold" if held else "release"
+            self.append(
+                conn,
+                [
+                    chain.Entry(
+                        kind=kind,
+                        subject=subject,
+                        payload={"reason": reason, "deliveries": moved},
+                        actor=actor,
+                    )
+                ],
+            )
+        return {"recipients": len(targets), "deliveries": moved}
+
+    def _hold_targets(self, conn: Connection, case: str, recipient: str | None) -> list[int]:
+        if not conn.execute(select(cases.c.slug).where(cases.c.slug == case)).first():
+            raise NotFoundError(f"case {case!r}: not in the loaded campaign")
+        query = select(recipients.c.id).where(recipients.c.case_slug == case)
+        if recipient is not None:
+            query = query.where(recipients.c.slug == recipient)
+        targets = [int(r) for r in conn.execute(query).scalars()]
+        if recipient is not None and not targets:
+            raise NotFoundError(f"recipient {recipient!r}: not a recipient of case {case!r}")
+        return targets
+
+    def _move_held_deliveries(
+        self, conn: Connection, targets: list[int], held: bool, actor: str
+    ) -> int:
+        sources = (DeliveryState.QUEUED, DeliveryState.DEFERRED) if held else (DeliveryState.HELD,)
+        new = DeliveryState.HELD if held else DeliveryState.QUEUED
+        rows = conn.execute(
+            select(deliveries.c.id, deliveries.c.state, deliveries.c.recipient_id).where(
+                deliveries.c.recipient_id.in_(targets),
+                deliveries.c.state.in_([str(s) for s in sources]),
+            )
+        ).all()
+        entries = []
+        for delivery_id, state, rid in rows:
+            if not held and self._is_held(conn, int(rid)):
+                continue  # still held by its case or recipient
+            check_transition(DeliveryState(state), new)
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(state=str(new), updated_at=now())
+            )
+            entries.append(
+                chain.Entry(
+                    kind=f"delivery.{new}",
+                    subject=f"delivery:{delivery_id}",
+                    payload={"from": str(state), "to": str(new), "proof": "none"},
+                    actor=actor,
+                )
+            )
+        self.append(conn, entries)
+        return len(entries)
+
+
+def _artefact(a: Artefact) -> dict[str, Any]:
+    return {"path": a.path, "sha256": a.sha256, "size": a.size}
+
+
+def _bundle_query() -> Any:
+    return select(bundles, recipients.c.case_slug, recipients.c.slug).join(
+        recipients, recipients.c.id == bundles.c.recipient_id
+    )
+
+
+def _bundle_row(r: Any) -> BundleRow:
+    m = r._mapping
+    return BundleRow(
+        id=m["id"],
+        recipient_id=int(m["recipient_id"]),
+        case=m["case_slug"],
+        slug=m["slug"],
+        period=m["period"],
+        state=m["state"],
+        message_count=int(m["message_count"]),
+        pages=int(m["pages"]),
+        pdf_path=m["pdf_path"],
+        pdf_sha256=m["pdf_sha256"],
+        created_at=m["created_at"],
+    )
+
+
+def _delivery_query() -> Any:
+    return select(deliveries, recipients.c.case_slug, recipients.c.slug).join(
+        recipients, recipients.c.id == deliveries.c.recipient_id
+    )
+
+
+def _delivery_row(r: Any) -> DeliveryRow:
+    m = r._mapping
+    return DeliveryRow(
+        id=m["id"],
+        bundle_id=m["bundle_id"],
+        recipient_id=int(m["recipient_id"]),
+        case=m["case_slug"],
+        slug=m["slug"],
+        channel=ChannelName(m["channel"]),
+        state=DeliveryState(m["state"]),
+        attempts=int(m["attempts"]),
+        message_id_header=m["message_id_header"],
+    )
+
+
+def _message(m: Any) -> Message:
+    return Message(
+        id=int(m["id"]),
+        source=m["source"],
+        external_id=m["external_id"],
+        case=m["case_slug"],
+        supporter_name=m["supporter_name"],
+        supporter_email=m["supporter_email"],
+        supporter_city=m["supporter_city"],
+        supporter_country=m["supporter_country"],
+        language=m["language"],
+        kind=MessageKind(m["kind"]),
+        body=m["body"],
+        body_sha256=m["body_sha256"],
+        submitted_at=m["submitted_at"],
+        event=m["event"],
+    )

@@ -1,0 +1,406 @@
+"""The spool channels write real files into a real outbox folder."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import email
+import hashlib
+import io
+import json
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from delivery.channels.base import Parcel, Receipt
+from delivery.channels.email import EmailSpool
+from delivery.channels.fax import FaxSpool
+from delivery.channels.post import PostSpool
+from delivery.errors import InputError, PermanentChannelError
+from delivery.models import (
+    Address,
+    Cadence,
+    ChannelName,
+    DeliveryState,
+    Format,
+    Organisation,
+    ProofLevel,
+    Recipient,
+    RecipientKind,
+)
+from delivery.outbox import Artefact, LocalOutbox
+
+ORG = Organisation(
+    name="Free Voices Network",
+    email="cases@example.org",
+    reply_to="replies@example.org",
+    bounce_domain="bounces.example.org",
+    address=Address(
+        name="Free Voices Network",
+        street="1 Example Lane",
+        city="Exampleton",
+        postal_code="EX1 2PL",
+        country="United Kingdom",
+    ),
+)
+DESK = Address(
+    name="Office of the Prosecutor",
+    street="12 Justice Avenue",
+    city="Capital City",
+    postal_code="10001",
+    country="Examplestan",
+)
+
+
+def make_pdf(pages: int) -> bytes:
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(width=595, height=842)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def make_recipient(**changes: object) -> Recipient:
+    base = Recipient(
+        case="free-the-poet",
+        slug="prosecutor",
+        kind=RecipientKind.AUTHORITY,
+        name="Office of the Prosecutor",
+        language="en",
+        channels=(ChannelName.EMAIL, ChannelName.FAX, ChannelName.POST),
+        format=Format.BUNDLE,
+        cadence=Cadence.DAILY,
+        email="desk@prosecutor.example",
+        fax="+4420799900011",
+        address=DESK,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def make_email(delivery_id: str, to: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"{ORG.name} <{ORG.email}>"
+    message["To"] = to
+    message["Subject"] = "128 messages for the release of a poet"
+    message["Message-ID"] = f"<{delivery_id}@example.org>"
+    message.set_content("Dear Prosecutor,\n\nPlease find the messages attached.\n")
+    message.add_attachment(
+        make_pdf(1), maintype="application", subtype="pdf", filename="bundle.pdf"
+    )
+    return message.as_bytes(policy=policy.SMTP)
+
+
+def make_parcel(
+    delivery_id: str = "dlv-0001",
+    *,
+    channel: ChannelName = ChannelName.FAX,
+    pages: int = 3,
+    recipient: Recipient | None = None,
+    with_email: bool = True,
+) -> Parcel:
+    who = recipient or make_recipient()
+    return Parcel(
+        delivery_id=delivery_id,
+        bundle_id=f"bdl-{delivery_id}",
+        channel=channel,
+        organisation=ORG,
+        recipient=who,
+        pdf=make_pdf(pages),
+        pages=pages,
+        message_count=128,
+        email=make_email(delivery_id, who.email or "nobody@example.org") if with_email else None,
+        envelope_from=f"bounces+{delivery_id}@{ORG.bounce_domain}",
+    )
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def assert_spooled(receipt: Receipt, main: str) -> None:
+    assert receipt.state is DeliveryState.SPOOLED
+    assert receipt.proof is ProofLevel.NONE
+    assert receipt.provider_ref == main
+    assert main in {a.path for a in receipt.artefacts}
+
+
+def assert_artefacts_match(outbox: LocalOutbox, artefacts: tuple[Artefact, ...]) -> None:
+    for artefact in artefacts:
+        data = outbox.read(artefact.path)
+        assert artefact.sha256 == sha(data)
+        assert artefact.size == len(data)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+# --- e-mail -------------------------------------------------------------------------------
+
+
+def test_email_spool_writes_the_composed_bytes_unchanged(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    parcel = make_parcel(channel=ChannelName.EMAIL)
+    channel = EmailSpool(outbox)
+
+    receipt = asyncio.run(channel.send(parcel))
+
+    path = "email/free-the-poet/prosecutor/dlv-0001.eml"
+    assert_spooled(receipt, path)
+    assert_artefacts_match(outbox, receipt.artefacts)
+    on_disk = outbox.read(path)
+    assert on_disk == parcel.email
+    assert b"\r\n" in on_disk
+    parsed = email.message_from_bytes(on_disk, policy=policy.default)
+    assert parsed["Message-ID"] == "<dlv-0001@example.org>"
+    assert parsed["To"] == "desk@prosecutor.example"
+    assert parsed["Subject"] == "128 messages for the release of a poet"
+    assert asyncio.run(channel.close()) == ()
+
+
+def test_email_spool_is_idempotent(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    parcel = make_parcel(channel=ChannelName.EMAIL)
+    channel = EmailSpool(outbox)
+
+    first = asyncio.run(channel.send(parcel))
+    before = snapshot(tmp_path)
+    second = asyncio.run(channel.send(parcel))
+
+    assert snapshot(tmp_path) == before
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("recipient_email", "with_email"),
+    [("", True), ("desk@prosecutor.example", False)],
+    ids=["no-address", "no-message"],
+)
+def test_email_spool_refuses_without_address_or_message(
+    tmp_path: Path, recipient_email: str, with_email: bool
+) -> None:
+    parcel = make_parcel(
+        channel=ChannelName.EMAIL,
+        recipient=make_recipient(email=recipient_email),
+        with_email=with_email,
+    )
+
+    with pytest.raises(PermanentChannelError, match=r"dlv-0001.*free-the-poet/prosecutor"):
+        asyncio.run(EmailSpool(LocalOutbox(tmp_path)).send(parcel))
+    assert snapshot(tmp_path) == {}
+
+
+def test_email_spool_refuses_a_message_without_message_id(tmp_path: Path) -> None:
+    message = EmailMessage()
+    message["To"] = "desk@prosecutor.example"
+    message["Subject"] = "no id"
+    message.set_content("body\n")
+    parcel = dataclasses.replace(
+        make_parcel(channel=ChannelName.EMAIL), email=message.as_bytes(policy=policy.SMTP)
+    )
+
+    with pytest.raises(PermanentChannelError, match="Message-ID"):
+        asyncio.run(EmailSpool(LocalOutbox(tmp_path)).send(parcel))
+    assert snapshot(tmp_path) == {}
+
+
+def test_email_spool_refuses_a_slug_that_would_leave_its_folder(tmp_path: Path) -> None:
+    parcel = make_parcel(channel=ChannelName.EMAIL, recipient=make_recipient(slug="../x"))
+
+    with pytest.raises(PermanentChannelError, match="safe file name"):
+        asyncio.run(EmailSpool(LocalOutbox(tmp_path)).send(parcel))
+
+
+# --- fax ----------------------------------------------------------------------------------
+
+
+def test_fax_spool_writes_pdf_and_job_file(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    parcel = make_parcel(pages=3)
+    channel = FaxSpool(outbox)
+
+    receipt = asyncio.run(channel.send(parcel))
+
+    assert_spooled(receipt, "fax/dlv-0001.job.json")
+    assert [a.path for a in receipt.artefacts] == ["fax/dlv-0001.pdf", "fax/dlv-0001.job.json"]
+    assert_artefacts_match(outbox, receipt.artefacts)
+    pdf = outbox.read("fax/dlv-0001.pdf")
+    assert pdf == parcel.pdf
+    assert len(PdfReader(io.BytesIO(pdf)).pages) == 3
+    raw = outbox.read("fax/dlv-0001.job.json")
+    job = json.loads(raw.decode("utf-8"))
+    assert raw.decode() == json.dumps(job, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    assert job == {
+        "delivery_id": "dlv-0001",
+        "bundle_id": "bdl-dlv-0001",
+        "to": "+4420799900011",
+        "recipient": {
+            "case": "free-the-poet",
+            "slug": "prosecutor",
+            "name": "Office of the Prosecutor",
+        },
+        "from": "Free Voices Network",
+        "pages": 3,
+        "pdf": "fax/dlv-0001.pdf",
+        "pdf_sha256": sha(pdf),
+        "messages": 128,
+        "idempotency_key": "dlv-0001",
+    }
+    assert asyncio.run(channel.close()) == ()
+
+
+def test_fax_spool_is_idempotent(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    parcel = make_parcel()
+    channel = FaxSpool(outbox)
+
+    first = asyncio.run(channel.send(parcel))
+    before = snapshot(tmp_path)
+    second = asyncio.run(FaxSpool(outbox).send(parcel))
+
+    assert snapshot(tmp_path) == before
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["", "020 7999 0001", "+0420799900011", "+44207", "+4420799900011\n", "+44207999000111234"],
+)
+def test_fax_spool_refuses_a_missing_or_malformed_number(tmp_path: Path, number: str) -> None:
+    parcel = make_parcel(recipient=make_recipient(fax=number))
+
+    with pytest.raises(PermanentChannelError, match=r"dlv-0001.*free-the-poet/prosecutor"):
+        asyncio.run(FaxSpool(LocalOutbox(tmp_path)).send(parcel))
+    assert snapshot(tmp_path) == {}
+
+
+# --- post ---------------------------------------------------------------------------------
+
+
+def read_manifest(outbox: LocalOutbox, job: str) -> tuple[bytes, list[dict[str, str]]]:
+    raw = outbox.read(f"post/{job}/manifest.csv")
+    text = raw.decode("utf-8-sig")
+    return raw, list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def send_all(channel: PostSpool, parcels: list[Parcel]) -> list[Receipt]:
+    async def run() -> list[Receipt]:
+        return [await channel.send(p) for p in parcels]
+
+    return asyncio.run(run())
+
+
+def post_parcels() -> list[Parcel]:
+    family = make_recipient(
+        slug="family",
+        kind=RecipientKind.FAMILY,
+        name='=HYPERLINK("http://evil.example","click")',
+        address=dataclasses.replace(DESK, name="@family", street="-5 Garden Row"),
+    )
+    return [
+        make_parcel("dlv-0003", channel=ChannelName.POST, pages=3, recipient=family),
+        make_parcel("dlv-0001", channel=ChannelName.POST, pages=4),
+        make_parcel("dlv-0002", channel=ChannelName.POST, pages=1),
+    ]
+
+
+def test_post_spool_writes_envelopes_manifest_and_readme(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    channel = PostSpool(outbox, job_id="job-2024-05-01")
+    parcels = post_parcels()
+
+    receipts = send_all(channel, parcels)
+    artefacts = asyncio.run(channel.close())
+
+    for parcel, receipt in zip(parcels, receipts, strict=True):
+        path = f"post/job-2024-05-01/{parcel.delivery_id}.pdf"
+        assert_spooled(receipt, path)
+        assert outbox.read(path) == parcel.pdf
+    assert [a.path for a in artefacts] == [
+        "post/job-2024-05-01/manifest.csv",
+        "post/job-2024-05-01/README.txt",
+    ]
+    assert_artefacts_match(outbox, artefacts)
+    raw, rows = read_manifest(outbox, "job-2024-05-01")
+    assert raw.startswith(b"\xef\xbb\xbfenvelope,bundle,case,")
+    assert raw.count(b"\r\n") == 4
+    assert [r["envelope"] for r in rows] == ["dlv-0001", "dlv-0002", "dlv-0003"]
+    assert [(r["pages"], r["sheets"]) for r in rows] == [("4", "2"), ("1", "1"), ("3", "2")]
+    first = rows[0]
+    assert first["address"] == (
+        "Office of the Prosecutor / 12 Justice Avenue / 10001 Capital City / Examplestan"
+    )
+    assert first["country"] == "Examplestan"
+    assert first["pdf"] == "post/job-2024-05-01/dlv-0001.pdf"
+    for row in rows:
+        assert row["pdf_sha256"] == sha(outbox.read(row["pdf"]))
+
+
+def test_post_manifest_escapes_formula_cells(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    channel = PostSpool(outbox, job_id="job-1")
+
+    send_all(channel, post_parcels())
+    asyncio.run(channel.close())
+
+    _, rows = read_manifest(outbox, "job-1")
+    family = rows[2]
+    assert family["recipient_name"] == '\'=HYPERLINK("http://evil.example","click")'
+    assert family["address"].startswith("'@family / -5 Garden Row / ")
+    assert rows[0]["recipient_name"] == "Office of the Prosecutor"
+
+
+def test_post_readme_counts_and_return_address(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    channel = PostSpool(outbox, job_id="job-1")
+
+    send_all(channel, post_parcels())
+    asyncio.run(channel.close())
+
+    readme = outbox.read("post/job-1/README.txt").decode("utf-8")
+    assert "3 envelope(s), 8 page(s), 5 sheet(s)" in readme
+    assert "A4" in readme
+    assert "duplex" in readme
+    for line in ORG.address.lines():
+        assert line in readme
+
+
+def test_post_spool_is_idempotent(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    parcels = post_parcels()
+
+    first = PostSpool(outbox, job_id="job-1")
+    send_all(first, parcels)
+    first_close = asyncio.run(first.close())
+    before = snapshot(tmp_path)
+    again = PostSpool(outbox, job_id="job-1")
+    send_all(again, [*parcels, parcels[0]])
+    second_close = asyncio.run(again.close())
+
+    assert snapshot(tmp_path) == before
+    assert first_close == second_close
+
+
+def test_post_spool_refuses_a_recipient_without_address(tmp_path: Path) -> None:
+    parcel = make_parcel(channel=ChannelName.POST, recipient=make_recipient(address=None))
+    channel = PostSpool(LocalOutbox(tmp_path), job_id="job-1")
+
+    with pytest.raises(PermanentChannelError, match=r"dlv-0001.*free-the-poet/prosecutor"):
+        asyncio.run(channel.send(parcel))
+    assert asyncio.run(channel.close()) == ()
+    assert snapshot(tmp_path) == {}
+
+
+def test_post_spool_with_no_envelopes_writes_nothing(tmp_path: Path) -> None:
+    assert asyncio.run(PostSpool(LocalOutbox(tmp_path), job_id="job-1").close()) == ()
+    assert snapshot(tmp_path) == {}
+
+
+def test_post_spool_refuses_an_unsafe_job_id(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="job id"):
+        PostSpool(LocalOutbox(tmp_path), job_id="../elsewhere")

@@ -1,0 +1,82 @@
+"""Planning what is due, and the one delivery state machine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from delivery.collect import Load, period_key, plan
+from delivery.errors import InvalidTransitionError
+from delivery.models import Cadence, DeliveryState, check_transition
+
+MONDAY = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _load(
+    rid: int,
+    cadence: Cadence,
+    *,
+    waiting: int = 3,
+    held: bool = False,
+    periods: frozenset[str] = frozenset(),
+) -> Load:
+    return Load(recipient_id=rid, cadence=cadence, held=held, waiting=waiting, periods=periods)
+
+
+def test_period_keys_follow_the_cadence() -> None:
+    assert period_key(Cadence.DAILY, MONDAY) == "2026-11-23"
+    assert period_key(Cadence.WEEKLY, MONDAY) == "2026-W48"
+    assert period_key(Cadence.ONCE, MONDAY) == "once"
+
+
+def test_a_recipient_gets_one_bundle_per_period() -> None:
+    loads = [
+        _load(1, Cadence.DAILY),
+        _load(2, Cadence.DAILY, periods=frozenset({"2026-11-23"})),
+        _load(3, Cadence.WEEKLY, periods=frozenset({"2026-W47"})),
+        _load(4, Cadence.ONCE, periods=frozenset({"once"})),
+    ]
+    assert [d.recipient_id for d in plan(loads, MONDAY)] == [1, 3]
+
+
+def test_held_and_empty_recipients_are_never_due() -> None:
+    loads = [_load(1, Cadence.DAILY, held=True), _load(2, Cadence.DAILY, waiting=0)]
+    assert plan(loads, MONDAY) == []
+    assert plan(loads, MONDAY, on_demand=True) == []
+
+
+def test_on_demand_ignores_the_cadence() -> None:
+    loads = [_load(4, Cadence.ONCE, periods=frozenset({"once"}))]
+    (due,) = plan(loads, MONDAY, on_demand=True)
+    assert due.period.startswith("on-demand-20261123T0900")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (DeliveryState.QUEUED, DeliveryState.SENDING),
+        (DeliveryState.SENDING, DeliveryState.SPOOLED),
+        (DeliveryState.SENDING, DeliveryState.UNKNOWN),
+        (DeliveryState.QUEUED, DeliveryState.HELD),
+        (DeliveryState.HELD, DeliveryState.QUEUED),
+        (DeliveryState.ACCEPTED, DeliveryState.BOUNCED),
+    ],
+)
+def test_allowed_transitions(old: DeliveryState, new: DeliveryState) -> None:
+    assert check_transition(old, new) is new
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (DeliveryState.DELIVERED, DeliveryState.SENDING),
+        (DeliveryState.UNKNOWN, DeliveryState.SENDING),
+        (DeliveryState.FAILED, DeliveryState.QUEUED),
+        (DeliveryState.SPOOLED, DeliveryState.SENDING),
+        (DeliveryState.CANCELLED, DeliveryState.QUEUED),
+    ],
+)
+def test_forbidden_transitions_raise(old: DeliveryState, new: DeliveryState) -> None:
+    with pytest.raises(InvalidTransitionError, match=f"from {old} to {new}"):
+        check_transition(old, new)
