@@ -136,7 +136,7 @@ def _report_rejects(
     target = settings.outbox_path / "rejected" / f"{safe}-batch{batch}-{stamp}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     write_rejects(target, rejects)
-    report.rejects_file = str(target)
+    report.rejects_file = str(target.resolve())
 
 
 def _file_sha256(path: Path) -> str:

@@ -57,6 +57,14 @@ class RenderedBundle:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Line:
+    """One line of a message body, with its own base direction (an empty one is a gap)."""
+
+    text: str
+    dir: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Entry:
     """One message as the templates see it: cleaned text, direction, language."""
 
@@ -64,6 +72,7 @@ class Entry:
     body: str
     dir: str
     lang: str
+    lines: tuple[Line, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,13 +106,27 @@ def has_body(message: Message) -> bool:
     return message.kind.needs_body and bool(message.body.strip())
 
 
+def body_lines(text: str) -> tuple[Line, ...]:
+    """Lines of a cleaned body, each with its own direction; runs of blank lines as one gap."""
+    lines: list[Line] = []
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if line or (lines and lines[-1].text):
+            lines.append(Line(text=line, dir=direction(line)))
+    while lines and not lines[-1].text:
+        lines.pop()
+    return tuple(lines)
+
+
 def entry(message: Message, kind: RecipientKind, body: str | None = None) -> Entry:
-    text = safe_text(message.body if body is None else body)
+    """A message ready to print: supporter line, cleaned and bidi-balanced body."""
+    text = safe_text(message.body if body is None else body).strip()
     return Entry(
         who=supporter_display(message, kind),
         body=text,
         dir=direction(text),
         lang=language_tag(message.language),
+        lines=body_lines(text),
     )
 
 

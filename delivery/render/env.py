@@ -67,7 +67,7 @@ def _describe(error: jinja2.TemplateError, name: str, env: jinja2.Environment) -
     return f"{location}: {type(error).__name__}: {error.message}"
 
 
-def render_template(env: jinja2.Environment, name: str, **context: Any) -> str:
+def render_template(env: jinja2.Environment, name: str, /, **context: Any) -> str:
     """Render template ``name``; any Jinja error becomes a RenderError naming path and line."""
     try:
         return env.get_template(name).render(**context)

@@ -16,7 +16,6 @@ import io
 import mimetypes
 import os
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,27 +23,21 @@ from urllib.parse import unquote, urlsplit
 from urllib.request import DataHandler, Request, url2pathname
 
 import pypdf
-
-# Without the system library libharfbuzz-subset, WeasyPrint warns at import that it will
-# need it one day, and subsets fonts with fontTools (it logs that at every render). The
-# warning is about the host, not this code: it is silenced here, and only this one.
-with warnings.catch_warnings():
-    warnings.filterwarnings(
-        "ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning
-    )
-    from weasyprint import HTML
-    from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
+from weasyprint import HTML
+from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
 from delivery.errors import RenderError
 
 _LOCAL_HOSTS = frozenset({"", "localhost"})
 
-# fontTools stamps every font subset it saves with the current time unless
-# SOURCE_DATE_EPOCH is set; a fixed value keeps the embedded fonts byte-stable.
+# fontTools stamps every font it saves (emoji fonts stripped of bitmaps, instantiated
+# variable fonts, subsets without HarfBuzz) with the time in SOURCE_DATE_EPOCH, or now.
+# A fixed value keeps the embedded fonts, so the whole PDF, byte-stable.
 _SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 FONT_TIMESTAMP = "1577836800"  # 2020-01-01T00:00:00Z
 _epoch_lock = threading.Lock()
 _epoch_users = 0
+_epoch_saved: str | None = None
 
 
 class FetchRefusedError(PermissionError):
@@ -110,22 +103,23 @@ class TemplateFetcher(URLFetcher):  # type: ignore[misc]  # weasyprint is untype
 
 @contextmanager
 def fixed_font_timestamps() -> Iterator[None]:
-    """Pin SOURCE_DATE_EPOCH (unless already set) while any render is running."""
-    global _epoch_users
+    """Pin SOURCE_DATE_EPOCH while any render runs; restore what was there after the last."""
+    global _epoch_users, _epoch_saved
     with _epoch_lock:
-        if _epoch_users == 0 and _SOURCE_DATE_EPOCH not in os.environ:
+        if _epoch_users == 0:
+            _epoch_saved = os.environ.get(_SOURCE_DATE_EPOCH)
             os.environ[_SOURCE_DATE_EPOCH] = FONT_TIMESTAMP
-            _epoch_users = 1
-        elif _epoch_users:
-            _epoch_users += 1
+        _epoch_users += 1
     try:
         yield
     finally:
         with _epoch_lock:
-            if _epoch_users:
-                _epoch_users -= 1
-                if _epoch_users == 0:
+            _epoch_users -= 1
+            if _epoch_users == 0:
+                if _epoch_saved is None:
                     os.environ.pop(_SOURCE_DATE_EPOCH, None)
+                else:
+                    os.environ[_SOURCE_DATE_EPOCH] = _epoch_saved
 
 
 def pdf_identifier(html: str) -> bytes:

@@ -16,8 +16,18 @@ import pytest
 from delivery.demo import DEMO_CAMPAIGN_TOML, generate_messages, write_messages_csv
 
 HEADER = [
-    "external_id", "case", "to", "supporter_name", "supporter_email", "supporter_city",
-    "supporter_country", "language", "kind", "body", "submitted_at", "event",
+    "external_id",
+    "case",
+    "to",
+    "supporter_name",
+    "supporter_email",
+    "supporter_city",
+    "supporter_country",
+    "language",
+    "kind",
+    "body",
+    "submitted_at",
+    "event",
 ]
 KINDS = {"authority", "prison", "family"}
 MESSAGE_KINDS = {"letter", "email", "fax", "tweet", "petition", "signature"}
@@ -76,9 +86,7 @@ def has_script(text: str, script: str) -> bool:
 
 def scripts_of(word: str) -> set[str]:
     return {
-        unicodedata.name(ch).split()[0]
-        for ch in word
-        if unicodedata.category(ch).startswith("L")
+        unicodedata.name(ch).split()[0] for ch in word if unicodedata.category(ch).startswith("L")
     }
 
 
