@@ -101,7 +101,12 @@ def main(ctx: click.Context, config_file: Path | None, outbox: str | None) -> No
 
 @main.group()
 def campaign() -> None:
-    """Cases and recipients."""
+    """Cases and recipients.
+
+    \b
+    Example:
+      solidarity campaign load campaign.toml
+    """
 
 
 @campaign.command("load")
@@ -139,7 +144,12 @@ def campaign_load(obj: Context, file: Path, as_json: bool) -> None:
 
 @main.group()
 def messages() -> None:
-    """Supporters' messages."""
+    """Supporters' messages.
+
+    \b
+    Example:
+      solidarity messages import messages.csv --source web
+    """
 
 
 @messages.command("import")
@@ -180,7 +190,13 @@ def messages_import(obj: Context, file: Path, source: str, as_json: bool) -> Non
 
 @main.group()
 def review() -> None:
-    """Screen, approve, reject and hold messages. Only approved messages are delivered."""
+    """Screen, approve, reject and hold messages. Only approved messages are delivered.
+
+    \b
+    Example:
+      solidarity review list --flagged
+      solidarity review approve --all-clean
+    """
 
 
 @review.command("list")
@@ -384,7 +400,13 @@ main.command(
 
 @main.group()
 def audit() -> None:
-    """Check the ledger and trace what happened to a message."""
+    """Check the ledger and trace what happened to a message.
+
+    \b
+    Example:
+      solidarity audit verify
+      solidarity audit trace pl-0002
+    """
 
 
 @audit.command("verify")
@@ -434,12 +456,19 @@ def audit_trace(obj: Context, message_ref: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--messages", "count", type=click.IntRange(1), default=3000, show_default=True)
+@click.option(
+    "--messages",
+    "count",
+    type=click.IntRange(1),
+    default=3000,
+    show_default=True,
+    help="How many messages to generate.",
+)
 @json_option
 @click.pass_obj
 @handle_errors
 def demo(obj: Context, count: int, as_json: bool) -> None:
-    """Write a sample campaign and COUNT messages, then run the whole pipeline.
+    """Write a sample campaign and generated messages, then run the whole pipeline.
 
     Everything stays on this machine: e-mail as .eml files, faxes as fax-ready PDFs with job
     files, post as print jobs with a mailroom manifest, all in the outbox.

@@ -1,0 +1,198 @@
+"""The store on a real SQLite file: migrations, claims, holds and the ledger beside the tables."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from delivery.campaign import load_campaign
+from delivery.config import Settings
+from delivery.errors import InputError, InvalidTransitionError
+from delivery.importer import import_messages
+from delivery.ledger import verify
+from delivery.models import ChannelName, DeliveryState, ReviewState
+from delivery.outbox import LocalOutbox
+from delivery.store import Store
+from delivery.worker import Worker
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(outbox=str(tmp_path / "outbox"), render_processes=1)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    opened = Store.connect(settings.database_url)
+    campaign = load_campaign(FIXTURES / "campaign_reference.toml")
+    opened.save_campaign(campaign, actor="test", source="campaign.toml", sha256="-")
+    return opened
+
+
+def _import(store: Store, settings: Settings) -> None:
+    import_messages(store, FIXTURES / "messages_sample.csv", source="web", settings=settings)
+
+
+def _recipient_id(store: Store, case: str, slug: str) -> int:
+    return store.recipient_ids()[(case, slug)]
+
+
+def test_first_use_migrates_a_wal_database(settings: Settings, store: Store) -> None:
+    path = Path(settings.outbox) / "solidarity.db"
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    again = Store.connect(settings.database_url)  # a second open finds the schema in place
+    assert len(again.campaign().cases) == 2
+
+
+def test_loading_a_campaign_again_updates_and_never_duplicates(store: Store) -> None:
+    campaign = store.campaign()
+    counts = store.save_campaign(campaign, actor="test", source="campaign.toml", sha256="-")
+    assert counts == {
+        "cases_added": 0,
+        "cases_updated": 2,
+        "recipients_added": 0,
+        "recipients_updated": 4,
+    }
+    assert len(store.recipient_ids()) == 4
+
+
+def test_importing_twice_counts_duplicates(store: Store, settings: Settings) -> None:
+    _import(store, settings)
+    report = import_messages(
+        store, FIXTURES / "messages_sample.csv", source="web", settings=settings
+    )
+    assert (report.imported, report.duplicates) == (0, 5)
+    other = import_messages(
+        store, FIXTURES / "messages_sample.csv", source="events", settings=settings
+    )
+    assert other.imported == 5
+    assert store.count_messages() == 10
+
+
+def test_each_approved_message_goes_into_exactly_one_bundle(
+    store: Store, settings: Settings
+) -> None:
+    _import(store, settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    rid = _recipient_id(store, "viktor-arkhipov", "ru-prosecutor-general")
+    first = store.create_bundle(rid, "2026-12-14", actor="test")
+    assert first is not None
+    assert store.create_bundle(rid, "2026-12-15", actor="test") is None
+    ids = {m.external_id for m in store.bundle_messages(first)}
+    assert ids == {"pl-0001", "de-0001"}
+
+
+def test_a_bundled_message_can_no_longer_be_rejected(store: Store, settings: Settings) -> None:
+    _import(store, settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    rid = _recipient_id(store, "viktor-arkhipov", "ru-prosecutor-general")
+    store.create_bundle(rid, "once", actor="test")
+    (mid,) = store.resolve(["pl-0001"])
+    with pytest.raises(InputError, match="already in a bundle"):
+        store.decide([mid], ReviewState.REJECTED, actor="test")
+
+
+def test_same_bundle_id_for_same_messages_and_period(tmp_path: Path) -> None:
+    ids = []
+    for name in ("a", "b"):
+        settings = Settings(outbox=str(tmp_path / name))
+        store = Store.connect(settings.database_url)
+        store.save_campaign(
+            load_campaign(FIXTURES / "campaign_reference.toml"), actor="t", source="c", sha256="-"
+        )
+        _import(store, settings)
+        store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+        rid = _recipient_id(store, "viktor-arkhipov", "ru-prosecutor-general")
+        ids.append(store.create_bundle(rid, "2026-W50", actor="test"))
+    assert ids[0] is not None
+    assert ids[0] == ids[1]
+
+
+def test_hold_moves_queued_deliveries_and_release_brings_them_back(
+    store: Store, settings: Settings
+) -> None:
+    _import(store, settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    rid = _recipient_id(store, "viktor-arkhipov", "arkhipov-family")
+    bundle = store.bundle(store.create_bundle(rid, "once", actor="test") or "")
+    delivery = store.ensure_delivery(
+        bundle, ChannelName.EMAIL, bounce_domain="b.example.org", actor="t"
+    )
+    assert store.delivery(delivery).state == DeliveryState.QUEUED
+
+    moved = store.set_held("viktor-arkhipov", None, True, actor="caseworker", reason="family asked")
+    assert moved == {"recipients": 3, "deliveries": 1}
+    assert store.delivery(delivery).state == DeliveryState.HELD
+
+    store.set_held("viktor-arkhipov", None, False, actor="caseworker", reason="resume")
+    assert store.delivery(delivery).state == DeliveryState.QUEUED
+    assert list(store.table_mismatches()) == []
+
+
+def test_a_held_recipient_gets_new_deliveries_held(store: Store, settings: Settings) -> None:
+    _import(store, settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    rid = _recipient_id(store, "viktor-arkhipov", "arkhipov-family")
+    bundle = store.bundle(store.create_bundle(rid, "once", actor="test") or "")
+    store.set_held("viktor-arkhipov", "arkhipov-family", True, actor="caseworker", reason="pause")
+    delivery = store.ensure_delivery(
+        bundle, ChannelName.EMAIL, bounce_domain="b.example.org", actor="t"
+    )
+    assert store.delivery(delivery).state == DeliveryState.HELD
+    with pytest.raises(InvalidTransitionError):
+        store.transition(delivery, DeliveryState.SENDING, actor="t")
+
+
+def test_a_run_that_stopped_mid_send_is_finished_by_the_next(
+    store: Store, settings: Settings
+) -> None:
+    _import(store, settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    worker = Worker(settings, store)
+    asyncio.run(worker.run_once(on_demand=True))
+    (fax,) = [
+        d for d in store.deliveries_in([DeliveryState.SPOOLED]) if d.channel == ChannelName.FAX
+    ]
+    # Simulate a crash after the intent was committed but before the outcome was.
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE deliveries SET state = 'sending' WHERE id = ?", (fax.id,))
+    summary = asyncio.run(worker.run_once(on_demand=True))
+    assert summary.deliveries == {"fax:spooled": 1}
+    assert store.delivery(fax.id).state == DeliveryState.SPOOLED
+    outbox = LocalOutbox(settings.outbox_path)
+    assert verify(store.events(), outbox.sha256) == []
+
+
+def test_the_worker_does_not_deliver_twice(store: Store, settings: Settings) -> None:
+    _import(store, settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    worker = Worker(settings, store)
+    first = asyncio.run(worker.run_once(on_demand=True))
+    assert sum(first.deliveries.values()) == 4
+    events = store.ledger_size()
+    second = asyncio.run(worker.run_once(on_demand=True))
+    assert (second.bundles_planned, sum(second.deliveries.values())) == (0, 0)
+    assert store.ledger_size() == events
+
+
+def test_cadence_holds_back_a_second_bundle_in_the_same_period(
+    store: Store, settings: Settings
+) -> None:
+    _import(store, settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    worker = Worker(settings, store)
+    asyncio.run(worker.run_once())
+    more = FIXTURES / "messages_sample.csv"
+    import_messages(store, more, source="late", settings=settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    again = asyncio.run(worker.run_once())
+    assert again.bundles_planned == 0  # every recipient already has its bundle for this period
+    on_demand = asyncio.run(worker.run_once(on_demand=True))
+    assert on_demand.bundles_planned == 4
