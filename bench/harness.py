@@ -1,0 +1,219 @@
+"""Timing, memory and reporting shared by the benchmarks.
+
+Every benchmark compares our code with a baseline run in the same process on the same
+input, and reports the ratio of the two. Absolute figures are printed for context only;
+they depend on the machine and nothing should assert on them.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def progress(text: str) -> None:
+    """One line of progress on stderr, so stdout stays clean for --json."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def _maxrss_kib() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process high-water mark to the current RSS (Linux 4.0+); False if we can't.
+
+    Without a reset, ru_maxrss only ever grows, so in a process that runs several
+    measurements one after another only the first big one would show a delta.
+    """
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    """One timed run: how long it took, how much work it did, how much memory it added."""
+
+    seconds: float
+    work: int  # rows, pages: the unit of the benchmark's rate
+    rss_delta_kib: int
+    peak_reset: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.work / self.seconds if self.seconds > 0 else 0.0
+
+
+class Probe:
+    """Times the part of a run it wraps, and the peak RSS that part adds.
+
+    A run sets up its input (fresh folders, databases, documents) outside the probe and
+    does only the measured work inside ``with probe:``.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+        self.rss_delta_kib = 0
+        self.peak_reset = False
+        self._start = 0.0
+        self._before = 0
+
+    def __enter__(self) -> Probe:
+        if self.seconds is not None:
+            raise RuntimeError("a probe measures one block only")
+        gc.collect()
+        self.peak_reset = reset_peak_rss()
+        self._before = _maxrss_kib()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+        self.rss_delta_kib = max(0, _maxrss_kib() - self._before)
+
+
+Work = Callable[[Probe], tuple[int, dict[str, Any]]]
+
+
+def measure(run: Work) -> Sample:
+    """Run ``run`` with a fresh probe; it returns its amount of work and any extra facts."""
+    probe = Probe()
+    work, extra = run(probe)
+    if probe.seconds is None:
+        raise RuntimeError("the run never entered its probe")
+    return Sample(
+        seconds=probe.seconds,
+        work=work,
+        rss_delta_kib=probe.rss_delta_kib,
+        peak_reset=probe.peak_reset,
+        extra=extra,
+    )
+
+
+@dataclass(kw_only=True)
+class Side:
+    """All the samples of one side (baseline or ours) of a benchmark."""
+
+    label: str
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(s.rate for s in self.samples)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(s.seconds for s in self.samples)
+
+    @property
+    def rss_delta_mib(self) -> float:
+        return statistics.median(s.rss_delta_kib for s in self.samples) / 1024
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "median_rate": self.rate,
+            "median_seconds": self.seconds,
+            "median_peak_rss_delta_mib": self.rss_delta_mib,
+            "runs": [
+                {
+                    "seconds": s.seconds,
+                    "work": s.work,
+                    "rate": s.rate,
+                    "peak_rss_delta_mib": s.rss_delta_kib / 1024,
+                    "peak_rss_reset": s.peak_reset,
+                    **s.extra,
+                }
+                for s in self.samples
+            ],
+        }
+
+
+@dataclass(kw_only=True)
+class Result:
+    """A finished benchmark: both sides, the unit and the ratio ours/baseline."""
+
+    name: str
+    unit: str  # what `work` counts: "rows", "pages"
+    params: dict[str, Any]
+    baseline: Side
+    ours: Side
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """Ours over baseline, in throughput: above 1 means we are faster."""
+        return self.ours.rate / self.baseline.rate if self.baseline.rate else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        per_rep = [
+            o.rate / b.rate if b.rate else 0.0
+            for b, o in zip(self.baseline.samples, self.ours.samples, strict=True)
+        ]
+        return {
+            "name": self.name,
+            "unit": f"{self.unit}/s",
+            "params": self.params,
+            "ratio": self.ratio,
+            "ratio_per_rep": per_rep,
+            "baseline": self.baseline.as_dict(),
+            "ours": self.ours.as_dict(),
+            "notes": self.notes,
+        }
+
+
+def alternate(
+    name: str, reps: int, baseline: tuple[str, Work], ours: tuple[str, Work]
+) -> tuple[Side, Side]:
+    """Run baseline then ours, ``reps`` times over, and collect the samples of each."""
+    sides = (Side(label=baseline[0]), Side(label=ours[0]))
+    runs = (baseline[1], ours[1])
+    for rep in range(1, reps + 1):
+        for which, side, run in zip(("baseline", "ours"), sides, runs, strict=True):
+            progress(f"{name}: rep {rep}/{reps} {which} ({side.label}) ...")
+            sample = measure(run)
+            side.samples.append(sample)
+            progress(
+                f"{name}: rep {rep}/{reps} {which}: {sample.work} in {sample.seconds:.2f} s"
+                f" = {sample.rate:,.1f}/s, peak RSS +{sample.rss_delta_kib / 1024:.1f} MiB"
+            )
+    return sides
+
+
+def table(results: list[Result]) -> str:
+    """A plain-text table of the results, one row per side and one ratio per benchmark."""
+    header = ("benchmark", "side", "work", "median s", "median rate", "peak RSS Δ")
+    rows: list[tuple[str, ...]] = [header]
+    for r in results:
+        for side_name, side in (("baseline", r.baseline), ("ours", r.ours)):
+            rows.append(
+                (
+                    r.name,
+                    f"{side_name}: {side.label}",
+                    f"{side.samples[0].work:,} {r.unit}",
+                    f"{side.seconds:.2f}",
+                    f"{side.rate:,.1f} {r.unit}/s",
+                    f"{side.rss_delta_mib:.1f} MiB",
+                )
+            )
+        rows.append((r.name, "ratio ours/baseline", "", "", f"{r.ratio:.3f}", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Run the benchmarks: each one measures our code as a ratio to a baseline in this process.
+
+    .venv/bin/python bench/run.py            # all benchmarks, full sizes, 3 repetitions
+    .venv/bin/python bench/run.py --quick    # small sizes, one repetition (under a minute)
+    .venv/bin/python bench/run.py --only render --json
+
+Progress goes to stderr; the table (or with --json the results) to stdout. The results
+are also written to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import bench_intake
+import bench_render
+from harness import Result, progress, table
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS = BENCH_DIR / "results" / "latest.json"
+
+Runner = Callable[..., Result]
+BENCHMARKS: dict[str, Runner] = {
+    "intake": bench_intake.run,
+    "render": bench_render.run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run this benchmark only")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+
+    reps = 1 if args.quick else 3
+    names = [args.only] if args.only else list(BENCHMARKS)
+    started = time.perf_counter()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for name in names:
+            progress(f"== {name} ({'quick' if args.quick else 'full'}, {reps} rep(s))")
+            results.append(BENCHMARKS[name](quick=args.quick, reps=reps, work_dir=Path(tmp)))
+    elapsed = time.perf_counter() - started
+    progress(f"== done in {elapsed:.1f} s")
+
+    document = {
+        "meta": _meta(quick=args.quick, reps=reps, elapsed=elapsed),
+        "results": {r.name: r.as_dict() for r in results},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    if args.json:
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        print(table(results))
+        for r in results:
+            for note in r.notes:
+                print(f"{r.name}: {note}")
+        print(f"written to {RESULTS.relative_to(Path.cwd()) if _under_cwd() else RESULTS}")
+    return 0
+
+
+def _under_cwd() -> bool:
+    return RESULTS.is_relative_to(Path.cwd())
+
+
+def _meta(*, quick: bool, reps: int, elapsed: float) -> dict[str, Any]:
+    return {
+        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "quick": quick,
+        "reps": reps,
+        "seconds": round(elapsed, 1),
+        "commit": _commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "sqlite": sqlite3.sqlite_version,
+        "weasyprint": version("weasyprint"),
+        "sqlalchemy": version("sqlalchemy"),
+    }
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BENCH_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out.stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
