@@ -7,6 +7,8 @@ they depend on the machine and nothing should assert on them.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import resource
 import statistics
@@ -27,6 +29,30 @@ def progress(text: str) -> None:
 
 def _maxrss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim  # noqa: B018  # glibc only
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand free heap pages back to the system (glibc), best effort.
+
+    Memory an earlier run freed but the allocator kept would otherwise be reused by the
+    next run without raising RSS, and hide that run's real peak.
+    """
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def reset_peak_rss() -> bool:
@@ -74,7 +100,7 @@ class Probe:
     def __enter__(self) -> Probe:
         if self.seconds is not None:
             raise RuntimeError("a probe measures one block only")
-        gc.collect()
+        release_free_memory()
         self.peak_reset = reset_peak_rss()
         self._before = _maxrss_kib()
         self._start = time.perf_counter()

@@ -484,3 +484,10 @@ def demo(obj: Context, count: int, as_json: bool) -> None:
         echo_json(result)
     else:
         show_status(result["status"], outbox=obj.settings.outbox_path, files=result["files"])
+        waiting = result["status"]["messages"]["pending"]
+        click.echo(
+            "\nnext:\n"
+            f"  solidarity review list --flagged    the {waiting} messages a rule flagged\n"
+            "  solidarity audit verify             check the ledger and every file's hash\n"
+            "  solidarity audit trace demo-000001  follow one message from import to delivery"
+        )

@@ -11,13 +11,15 @@ import enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from delivery.errors import ConfigurationError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SHIPPED_TEMPLATES = PACKAGE_ROOT.parent / "templates"
@@ -94,14 +96,19 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings; ``config_file`` names a TOML file to read instead of the default."""
-    if config_file is not None:
-        if not config_file.is_file():
-            from delivery.errors import ConfigurationError
-
-            raise ConfigurationError(f"{config_file}: settings file not found")
+    if config_file is not None and not config_file.is_file():
+        raise ConfigurationError(f"{config_file}: settings file not found")
+    try:
+        if config_file is None:
+            return Settings(**overrides)
 
         class _FromFile(Settings):
             model_config = SettingsConfigDict(toml_file=config_file)
 
         return _FromFile(**overrides)
-    return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        source = config_file or "environment, .env or solidarity.toml"
+        raise ConfigurationError(f"settings ({source}): {problems}") from exc

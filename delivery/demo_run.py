@@ -50,7 +50,7 @@ def run_demo(
     )
 
     summary = asyncio.run(Worker(settings, store, progress=progress).run_once(on_demand=True))
-    files = Counter(_file_kind(path) for path in outbox.walk())
+    files = Counter(kind for path in outbox.walk() if (kind := _file_kind(path)))
     return {
         "import": report.as_dict(),
         "approved_by_caseworker": approved,
@@ -60,9 +60,11 @@ def run_demo(
     }
 
 
-def _file_kind(path: str) -> str:
+def _file_kind(path: str) -> str | None:
     top = path.split("/", 1)[0]
     name = path.rsplit("/", 1)[-1]
+    if "/" not in path and name != "solidarity.db":
+        return None  # the outbox README, the database's WAL files
     if top == "bundles":
         return "bundles/ manifests" if name.endswith(".manifest.json") else "bundles/ PDF bundles"
     if top == "email":
@@ -73,6 +75,6 @@ def _file_kind(path: str) -> str:
         if name == "manifest.csv":
             return "post/ mailroom manifests"
         return "post/ envelope PDFs" if name.endswith(".pdf") else "post/ job notes"
-    if name.startswith("solidarity.db"):
-        return "database (SQLite)"
+    if name == "solidarity.db":
+        return "solidarity.db (SQLite)"
     return f"{top}/ files"

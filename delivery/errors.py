@@ -54,5 +54,5 @@ class LedgerError(PermanentError):
     """The ledger chain or an artefact does not match what was recorded."""
 
 
-class ConfigurationError(PermanentError, ValueError):
-    """Settings that cannot work together."""
+class ConfigurationError(InputError):
+    """Settings that are invalid or cannot work together (exit code 2)."""
