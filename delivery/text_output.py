@@ -39,10 +39,10 @@ def show_import(report: ImportReportLike) -> None:
         f"imported {report.imported}, duplicates {report.duplicates},"
         f" rejected {report.rejected_total}"
     )
+    name = Path(data["file"]).name
     for row in data["rejected"][:50]:
-        click.echo(
-            f"  line {row['line']}: {row['field'] or 'row'}: {_printable(row['reason'], 120)}"
-        )
+        reason = _printable(row["reason"], 120)
+        click.echo(f"  {name}:{row['line']}: {row['field'] or 'row'}: {reason}")
     if report.rejected_total > 50:
         click.echo(f"  … and {report.rejected_total - 50} more")
     if report.rejects_file:
