@@ -17,6 +17,7 @@ import click
 
 from delivery import __version__, importer, ledger
 from delivery import campaign as campaign_file
+from delivery import review as review_rules
 from delivery.config import Settings, load_settings
 from delivery.errors import DeliveryError, InputError
 from delivery.models import ReviewState
@@ -224,65 +225,121 @@ def review_list(
         show_review(items)
 
 
+def _selection(
+    obj: Context,
+    ids: tuple[str, ...],
+    *,
+    clean: bool,
+    rule: str | None,
+    case: str | None,
+    kind: str | None,
+) -> list[int]:
+    """Message ids named, or the waiting messages a filter selects (never both)."""
+    if ids and (clean or rule or case or kind):
+        raise InputError(
+            "give message ids or a filter (--all-clean, --rule, --case, --kind), not both"
+        )
+    if ids:
+        return obj.store.resolve(ids)
+    if not (clean or rule):
+        raise InputError(
+            "give message ids, --all-clean or --rule RULE (narrowed by --case, --kind)"
+        )
+    if rule and rule not in review_rules.RULES:
+        raise InputError(f"--rule {rule!r}: not a screening rule ({', '.join(review_rules.RULES)})")
+    return obj.store.waiting(case=case, kind=kind, rule=rule, clean=clean)
+
+
+def _filters(command: Callable[..., None]) -> Callable[..., None]:
+    command = click.option("--kind", help="Only messages of this kind (letter, signature, ...).")(
+        command
+    )
+    command = click.option("--case", help="Only this case.")(command)
+    return click.option("--rule", help="Waiting messages this screening rule flagged.")(command)
+
+
 @review.command("approve")
 @click.argument("ids", nargs=-1)
-@click.option("--all-clean", is_flag=True, help="Approve every waiting message no rule flagged.")
-@click.option("--case", help="With --all-clean: only this case.")
+@click.option("--all-clean", is_flag=True, help="Every waiting message no rule flagged.")
+@_filters
 @json_option
 @click.pass_obj
 @handle_errors
 def review_approve(
-    obj: Context, ids: tuple[str, ...], all_clean: bool, case: str | None, as_json: bool
+    obj: Context,
+    ids: tuple[str, ...],
+    all_clean: bool,
+    rule: str | None,
+    case: str | None,
+    kind: str | None,
+    as_json: bool,
 ) -> None:
-    """Approve messages by id or external id, or every clean waiting message.
+    """Approve messages by id or external id, or the waiting messages a filter selects.
 
     \b
     Example:
       solidarity review approve 42 pl-0002
       solidarity review approve --all-clean --case viktor-arkhipov
+      solidarity review approve --rule long-text --kind letter
     """
-    if bool(ids) == all_clean:
-        raise InputError("review approve: give message ids or --all-clean (not both)")
-    targets = obj.store.clean_pending(case=case) if all_clean else obj.store.resolve(ids)
+    targets = _selection(obj, ids, clean=all_clean, rule=rule, case=case, kind=kind)
     changed = obj.store.decide(targets, ReviewState.APPROVED, actor=obj.settings.actor)
     _decided(changed, "approved", as_json)
 
 
 @review.command("reject")
-@click.argument("ids", nargs=-1, required=True)
+@click.argument("ids", nargs=-1)
 @click.option("--reason", required=True, help="Why: kept in the ledger.")
+@_filters
 @json_option
 @click.pass_obj
 @handle_errors
-def review_reject(obj: Context, ids: tuple[str, ...], reason: str, as_json: bool) -> None:
+def review_reject(
+    obj: Context,
+    ids: tuple[str, ...],
+    reason: str,
+    rule: str | None,
+    case: str | None,
+    kind: str | None,
+    as_json: bool,
+) -> None:
     """Reject messages: they are never delivered.
 
     \b
     Example:
       solidarity review reject 17 --reason "contains the prisoner's home address"
+      solidarity review reject --rule link --case viktor-arkhipov --reason "no links to prisons"
     """
-    changed = obj.store.decide(
-        obj.store.resolve(ids), ReviewState.REJECTED, actor=obj.settings.actor, note=reason
-    )
+    targets = _selection(obj, ids, clean=False, rule=rule, case=case, kind=kind)
+    changed = obj.store.decide(targets, ReviewState.REJECTED, actor=obj.settings.actor, note=reason)
     _decided(changed, "rejected", as_json)
 
 
 @review.command("hold")
-@click.argument("ids", nargs=-1, required=True)
+@click.argument("ids", nargs=-1)
 @click.option("--reason", default="", help="Why: kept in the ledger.")
+@_filters
 @json_option
 @click.pass_obj
 @handle_errors
-def review_hold(obj: Context, ids: tuple[str, ...], reason: str, as_json: bool) -> None:
+def review_hold(
+    obj: Context,
+    ids: tuple[str, ...],
+    reason: str,
+    rule: str | None,
+    case: str | None,
+    kind: str | None,
+    as_json: bool,
+) -> None:
     """Set messages aside until a caseworker approves or rejects them.
 
     \b
     Example:
       solidarity review hold 17 18 --reason "ask the case team"
+      solidarity review hold --rule wrong-script
     """
-    changed = obj.store.decide(
-        obj.store.resolve(ids), ReviewState.HELD, actor=obj.settings.actor, note=reason
-    )
+    targets = _selection(obj, ids, clean=False, rule=rule, case=case, kind=kind)
+    changed = obj.store.decide(targets, ReviewState.HELD, actor=obj.settings.actor, note=reason)
     _decided(changed, "held", as_json)
 
 

@@ -94,6 +94,12 @@ class Worker:
     async def _collect(self, summary: RunSummary, *, on_demand: bool) -> None:
         campaign = self.store.campaign()
         cadence = {(r.case, r.slug): r.cadence for c in campaign.cases for r in c.recipients}
+        stored = [
+            load
+            for load in await asyncio.to_thread(self.store.recipient_loads)
+            if (load.case, load.slug) in cadence
+        ]
+        names = {load.recipient_id: f"{load.case}/{load.slug}" for load in stored}
         loads = [
             collect.Load(
                 recipient_id=load.recipient_id,
@@ -102,8 +108,7 @@ class Worker:
                 waiting=load.waiting,
                 periods=load.periods,
             )
-            for load in await asyncio.to_thread(self.store.recipient_loads)
-            if (load.case, load.slug) in cadence
+            for load in stored
         ]
         for due in collect.plan(loads, datetime.now(UTC), on_demand=on_demand):
             bundle_id = await asyncio.to_thread(
@@ -112,7 +117,7 @@ class Worker:
             if bundle_id:
                 summary.bundles_planned += 1
                 self.progress(
-                    f"collected bundle {bundle_id}: {due.waiting} messages ({due.period})"
+                    f"collected {bundle_id} for {names[due.recipient_id]}: {due.waiting} messages"
                 )
 
     # -- merge ----------------------------------------------------------------------------

@@ -233,17 +233,40 @@ class MessageStore(StoreBase):
         return {int(m) for m in conn.execute(query).scalars()}
 
     def clean_pending(self, *, case: str | None) -> list[int]:
+        """Waiting messages no rule flagged."""
+        return self.waiting(case=case, clean=True)
+
+    def waiting(
+        self,
+        *,
+        case: str | None = None,
+        kind: str | None = None,
+        rule: str | None = None,
+        clean: bool = False,
+    ) -> list[int]:
+        """Ids of waiting messages matching a filter: case, kind, a rule that flagged them."""
         query = select(messages.c.id, messages.c.flags).where(
             messages.c.review_state == str(ReviewState.PENDING)
         )
         if case:
             query = query.where(messages.c.case_slug == case)
+        if kind:
+            query = query.where(messages.c.kind == kind)
         with self.engine.connect() as conn:
-            return [int(r[0]) for r in conn.execute(query) if not r[1]]
+            rows = conn.execute(query.order_by(messages.c.id)).all()
+        if clean:
+            return [int(r[0]) for r in rows if not r[1]]
+        if rule:
+            return [int(r[0]) for r in rows if any(_flag_rule(f) == rule for f in r[1])]
+        return [int(r[0]) for r in rows]
 
     def count_messages(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(messages)).scalar_one())
+
+
+def _flag_rule(flag: str) -> str:
+    return flag.split(":", 1)[0].strip()
 
 
 def _message_row(batch_id: int, item: Screened, stamp: Any) -> dict[str, Any]:

@@ -166,6 +166,15 @@ def test_an_operator_chains_the_commands(operator: Operator) -> None:
     approved = operator("review", "approve", "--all-clean", "--json").json()
     assert approved["approved"] > 0
     assert any("link" in f for f in by_ext["t-html"]["flags"])
+    held = operator(
+        "review", "hold", "--rule", "link", "--reason", "check the link", "--json"
+    ).json()
+    assert held == {"held": 1}
+    assert [h["external_id"] for h in operator("review", "list", "--held", "--json").json()] == [
+        "t-html"
+    ]
+    unknown = operator("review", "reject", "--rule", "no-such-rule", "--reason", "x", check=2)
+    assert "not a screening rule" in unknown.err
     operator("review", "approve", "t-bidi", "t-html")
     operator("review", "reject", "pl-0002", "--reason", "names the co-defendant")
     waiting = operator("review", "list", "--json").json()
