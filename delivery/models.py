@@ -150,6 +150,17 @@ class Recipient:
     page_limit: int | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
 
+    def envelope_lines(self) -> tuple[str, ...]:
+        """The addressee block: the person (with a prisoner's number), then the address."""
+        first = f"{self.name}, {self.prisoner_number}" if self.prisoner_number else self.name
+        lines = [first]
+        if self.facility:
+            lines.append(self.facility)
+        if self.address is not None:
+            seen = {line.casefold() for line in lines} | {self.name.casefold()}
+            lines.extend(line for line in self.address.lines() if line.casefold() not in seen)
+        return tuple(lines)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Case:

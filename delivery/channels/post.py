@@ -47,6 +47,7 @@ class _Envelope:
     recipient: str
     recipient_name: str
     address: Address
+    envelope_lines: tuple[str, ...]
     pages: int
     pdf: str
     pdf_sha256: str
@@ -63,7 +64,7 @@ class _Envelope:
             self.case,
             self.recipient,
             self.recipient_name,
-            " / ".join(self.address.lines()),
+            " / ".join(self.envelope_lines),
             self.address.country,
             str(self.sheets),
             str(self.pages),
@@ -162,6 +163,7 @@ class PostSpool:
             recipient=parcel.recipient.slug,
             recipient_name=parcel.recipient.name,
             address=address,
+            envelope_lines=parcel.recipient.envelope_lines(),
             pages=parcel.pages,
             pdf=artefact.path,
             pdf_sha256=artefact.sha256,

@@ -80,3 +80,34 @@ def test_allowed_transitions(old: DeliveryState, new: DeliveryState) -> None:
 def test_forbidden_transitions_raise(old: DeliveryState, new: DeliveryState) -> None:
     with pytest.raises(InvalidTransitionError, match=f"from {old} to {new}"):
         check_transition(old, new)
+
+
+def test_a_prison_envelope_names_the_prisoner_number_and_facility_once() -> None:
+    from delivery.models import Address, Cadence, ChannelName, Format, Recipient, RecipientKind
+
+    prison = Recipient(
+        case="c",
+        slug="p",
+        kind=RecipientKind.PRISON,
+        name="Viktor Arkhipov",
+        language="ru",
+        channels=(ChannelName.POST,),
+        format=Format.BUNDLE,
+        cadence=Cadence.WEEKLY,
+        prisoner_number="A-1047",
+        facility="Pre-trial Detention Centre No. 9",
+        address=Address(
+            name="Pre-trial Detention Centre No. 9",
+            street="ul. Tyuremnaya 4",
+            city="Moscow",
+            postal_code="127055",
+            country="RU",
+        ),
+    )
+    assert prison.envelope_lines() == (
+        "Viktor Arkhipov, A-1047",
+        "Pre-trial Detention Centre No. 9",
+        "ul. Tyuremnaya 4",
+        "127055 Moscow",
+        "RU",
+    )
