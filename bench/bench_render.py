@@ -130,4 +130,3 @@ def run(*, quick: bool, reps: int, work_dir: Path) -> Result:
     if base_pages != our_pages:
         result.notes.append(f"page counts differ: baseline {base_pages}, ours {our_pages}")
     return result
-

@@ -180,6 +180,11 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def peak_reset(self) -> bool:
+        """Whether every run's peak RSS was measured from a reset high-water mark."""
+        return all(s.peak_reset for s in (*self.baseline.samples, *self.ours.samples))
+
+    @property
     def ratio(self) -> float:
         """Ours over baseline, in throughput: above 1 means we are faster."""
         return self.ours.rate / self.baseline.rate if self.baseline.rate else 0.0
@@ -197,6 +202,7 @@ class Result:
             "ratio_per_rep": per_rep,
             "baseline": self.baseline.as_dict(),
             "ours": self.ours.as_dict(),
+            "peak_rss_reset": self.peak_reset,
             "notes": self.notes,
         }
 
@@ -204,19 +210,30 @@ class Result:
 def alternate(
     name: str, reps: int, baseline: tuple[str, Work], ours: tuple[str, Work]
 ) -> tuple[Side, Side]:
-    """Run baseline then ours, ``reps`` times over, and collect the samples of each."""
-    sides = (Side(label=baseline[0]), Side(label=ours[0]))
-    runs = (baseline[1], ours[1])
+    """Run baseline and ours one after the other, ``reps`` times, and collect the samples.
+
+    The order flips every repetition (baseline first, then ours first, ...), so that
+    whatever the first run of a pair leaves behind (heap, caches, a busy neighbour) does
+    not always weigh on the same side.
+    """
+    base_side, our_side = Side(label=baseline[0]), Side(label=ours[0])
+    pairs = [("baseline", base_side, baseline[1]), ("ours", our_side, ours[1])]
     for rep in range(1, reps + 1):
-        for which, side, run in zip(("baseline", "ours"), sides, runs, strict=True):
+        order = pairs if rep % 2 else pairs[::-1]
+        for which, side, run in order:
             progress(f"{name}: rep {rep}/{reps} {which} ({side.label}) ...")
             sample = measure(run)
             side.samples.append(sample)
             progress(
                 f"{name}: rep {rep}/{reps} {which}: {sample.work} in {sample.seconds:.2f} s"
-                f" = {sample.rate:,.1f}/s, peak RSS +{sample.rss_delta_kib / 1024:.1f} MiB"
+                f" = {_figure(sample.rate)}/s, peak RSS +{sample.rss_delta_kib / 1024:.1f} MiB"
             )
-    return sides
+    return base_side, our_side
+
+
+def _figure(rate: float) -> str:
+    """A rate with as many decimals as make sense: 183,916 or 22.2."""
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
 
 
 def table(results: list[Result]) -> str:
@@ -231,7 +248,7 @@ def table(results: list[Result]) -> str:
                     f"{side_name}: {side.label}",
                     f"{side.samples[0].work:,} {r.unit}",
                     f"{side.seconds:.2f}",
-                    f"{side.rate:,.1f} {r.unit}/s",
+                    f"{_figure(side.rate)} {r.unit}/s",
                     f"{side.rss_delta_mib:.1f} MiB",
                 )
             )

@@ -70,12 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             for note in r.notes:
                 print(f"{r.name}: {note}")
-        print(f"written to {RESULTS.relative_to(Path.cwd()) if _under_cwd() else RESULTS}")
+            if not r.peak_reset:
+                print(f"{r.name}: peak RSS could not be reset between runs; deltas after the")
+                print(f"{r.name}: first big run understate (ru_maxrss only ever grows)")
+        print(f"ratio = ours/baseline throughput (1.0 = as fast as the baseline); see {RESULTS}")
     return 0
-
-
-def _under_cwd() -> bool:
-    return RESULTS.is_relative_to(Path.cwd())
 
 
 def _meta(*, quick: bool, reps: int, elapsed: float) -> dict[str, Any]:
