@@ -49,6 +49,19 @@ class ReviewSettings(BaseModel):
     long_text_chars: int = Field(default=3_000, ge=1)
 
 
+class RenderSettings(BaseModel):
+    processes: int = Field(default=0, ge=0)  # 0: one per core
+    volume_pages: int = Field(default=250, ge=10)  # pages a volume aims at before joining
+    cpu_seconds: int = Field(default=600, ge=1)  # per render job, enforced by the kernel
+    memory_mb: int = Field(default=1_500, ge=200)  # address space per render process
+    wall_seconds: float = Field(default=900.0, gt=0)  # per render job, from the parent
+
+
+class EmailSettings(BaseModel):
+    max_attachment_mb: float = Field(default=10.0, gt=0)  # one attached file at most
+    max_message_mb: float = Field(default=20.0, gt=0)  # one e-mail at most, attachments included
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SOLIDARITY_",
@@ -64,7 +77,8 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     intake: IntakeSettings = IntakeSettings()
     review: ReviewSettings = ReviewSettings()
-    render_processes: int = Field(default=0, ge=0)
+    render: RenderSettings = RenderSettings()
+    email: EmailSettings = EmailSettings()
     actor: str = "operator"
 
     @model_validator(mode="after")

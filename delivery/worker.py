@@ -321,7 +321,7 @@ def _recipient(campaign: Campaign, case_slug: str, slug: str) -> Recipient:
 
 @contextlib.contextmanager
 def _render_pool(settings: Settings) -> Iterator[Executor]:
-    workers = settings.render_processes or max(1, os.cpu_count() or 1)
+    workers = settings.render.processes or max(1, os.cpu_count() or 1)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         yield pool

@@ -23,7 +23,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(outbox=str(tmp_path / "outbox"), render_processes=1)
+    return Settings(outbox=str(tmp_path / "outbox"), render={"processes": 1})
 
 
 @pytest.fixture
