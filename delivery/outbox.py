@@ -51,6 +51,24 @@ class LocalOutbox:
             raise
         return Artefact(path=relpath, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
+    def adopt(self, relpath: str, source: Path) -> Artefact:
+        """Move a finished file (on the same disk) into place atomically, hashing it."""
+        target = self._resolve(relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with source.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+            os.fsync(handle.fileno())
+        size = source.stat().st_size
+        os.replace(source, target)
+        return Artefact(path=relpath, sha256=digest.hexdigest(), size=size)
+
+    @property
+    def workdir(self) -> Path:
+        """Scratch space on the outbox's disk, for files that are renamed into place."""
+        return self.root / ".work"
+
     def read(self, relpath: str) -> bytes:
         return self._resolve(relpath).read_bytes()
 
@@ -74,5 +92,6 @@ class LocalOutbox:
     def walk(self, prefix: str = "") -> Iterator[str]:
         base = self._resolve(prefix) if prefix else self.root
         for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                yield path.relative_to(self.root).as_posix()
+            relative = path.relative_to(self.root)
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                yield relative.as_posix()

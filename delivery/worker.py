@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import signal
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +28,11 @@ from delivery.errors import DeliveryError, PermanentError, TransientError
 from delivery.ledger import Entry
 from delivery.models import Campaign, ChannelName, DeliveryState, Recipient
 from delivery.outbox import Artefact, LocalOutbox
-from delivery.render.bundle import BundleDocument, RenderedBundle, render_bundle
+from delivery.render.bundle import BundleDocument, RenderedBundle
 from delivery.render.email import compose_email
+from delivery.render.merge import Merged, Merger
+from delivery.render.pool import RenderPool
+from delivery.render.volumes import manifest_bytes
 from delivery.store import Store
 from delivery.store.work import BundleRow, DeliveryRow
 
@@ -77,7 +78,7 @@ class Worker:
         summary = RunSummary()
         campaign = await asyncio.to_thread(self.store.campaign)
         await self._collect(summary, on_demand=on_demand)
-        with _render_pool(self.settings) as pool:
+        async with RenderPool(self.settings.render) as pool:
             await self._merge(campaign, pool, summary)
         await self._deliver(campaign, summary)
         return summary
@@ -122,34 +123,47 @@ class Worker:
 
     # -- merge ----------------------------------------------------------------------------
 
-    async def _merge(self, campaign: Campaign, pool: Executor, summary: RunSummary) -> None:
+    async def _merge(self, campaign: Campaign, pool: RenderPool, summary: RunSummary) -> None:
         planned = await asyncio.to_thread(self.store.bundles_in, "planned")
-        loop = asyncio.get_running_loop()
-        jobs = []
-        for bundle in planned:
-            doc = await asyncio.to_thread(self._document, campaign, bundle)
-            jobs.append(
-                (bundle, loop.run_in_executor(pool, render_bundle, doc, self.settings.templates))
-            )
-        for done, (bundle, job) in enumerate(jobs, start=1):
-            try:
-                rendered = await job
-            except (DeliveryError, OSError, ValueError, RuntimeError) as exc:
-                error = f"bundle {bundle.id} for {bundle.case}/{bundle.slug}: {exc}"
-                await asyncio.to_thread(
-                    self.store.mark_render_failed, bundle.id, error=error, actor=self.actor
-                )
+        merger = Merger(pool, self.settings.templates, self.settings.render, self.outbox.workdir)
+        gate = asyncio.Semaphore(max(2, pool.size * 2))  # bundles held in memory at once
+        done = 0
+
+        async def one(bundle: BundleRow) -> None:
+            nonlocal done
+            async with gate:
+                outcome = await self._merge_one(campaign, merger, bundle)
+            done += 1
+            if isinstance(outcome, str):
                 summary.bundles_failed += 1
-                summary.errors.append(error)
-                self.progress(f"[{done}/{len(jobs)}] FAILED {error}")
-                continue
-            await asyncio.to_thread(self._store_rendered, bundle, rendered)
+                summary.errors.append(outcome)
+                self.progress(f"[{done}/{len(planned)}] FAILED {outcome}")
+                return
             summary.bundles_rendered += 1
-            summary.pages += rendered.pages
+            summary.pages += outcome.pages
             self.progress(
-                f"[{done}/{len(jobs)}] rendered {bundle.id}:"
-                f" {bundle.message_count} messages, {rendered.pages} pages"
+                f"[{done}/{len(planned)}] rendered {bundle.id}: {bundle.message_count} messages,"
+                f" {outcome.pages} pages"
+                + (f", {len(outcome.envelopes)} envelopes" if outcome.envelopes else "")
             )
+
+        await asyncio.gather(*(one(bundle) for bundle in planned))
+
+    async def _merge_one(
+        self, campaign: Campaign, merger: Merger, bundle: BundleRow
+    ) -> Merged | str:
+        """The merged bundle, stored and recorded; or the error, recorded as its failure."""
+        try:
+            doc = await asyncio.to_thread(self._document, campaign, bundle)
+            merged = await merger.merge(doc)
+            await asyncio.to_thread(self._store_rendered, bundle, merged)
+            return merged
+        except (DeliveryError, OSError) as exc:
+            error = f"bundle {bundle.id} for {bundle.case}/{bundle.slug}: {exc}"
+            await asyncio.to_thread(
+                self.store.mark_render_failed, bundle.id, error=error, actor=self.actor
+            )
+            return error
 
     def _document(self, campaign: Campaign, bundle: BundleRow) -> BundleDocument:
         case = campaign.case(bundle.case)
@@ -164,22 +178,18 @@ class Worker:
             created_at=bundle.created_at,
         )
 
-    def _store_rendered(self, bundle: BundleRow, rendered: RenderedBundle) -> None:
+    def _store_rendered(self, bundle: BundleRow, merged: Merged) -> None:
         base = f"bundles/{bundle.case}/{bundle.slug}/{bundle.id}"
-        pdf = self.outbox.write(f"{base}.pdf", rendered.pdf)
-        manifest_data = {**rendered.manifest, "pdf_sha256": pdf.sha256, "pages": rendered.pages}
-        manifest_bytes = (
-            json.dumps(manifest_data, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-        ).encode()
-        manifest = self.outbox.write(f"{base}.manifest.json", manifest_bytes)
-        countries = manifest_data.get("country_count", 0)
+        pdf = self.outbox.adopt(f"{base}.pdf", merged.path)
+        data = {**merged.manifest, "pdf_sha256": pdf.sha256, "pages": merged.pages}
+        manifest = self.outbox.write(f"{base}.manifest.json", manifest_bytes(data))
         self.store.mark_rendered(
             bundle.id,
             pdf=pdf,
             manifest=manifest,
-            pages=rendered.pages,
-            countries=int(countries) if isinstance(countries, int) else 0,
-            template_version=rendered.template_version,
+            pages=merged.pages,
+            countries=int(str(data.get("country_count", 0))),
+            template_version=merged.template_version,
             actor=self.actor,
         )
 
@@ -262,7 +272,7 @@ class Worker:
         bundle = self.store.bundle(delivery.bundle_id)
         recipient = _recipient(campaign, delivery.case, delivery.slug)
         pdf = self.outbox.read(bundle.pdf_path)
-        email: bytes | None = None
+        emails: tuple[bytes, ...] = ()
         if delivery.channel == ChannelName.EMAIL:
             doc = self._document(campaign, bundle)
             manifest = json.loads(
@@ -274,8 +284,12 @@ class Worker:
                 manifest=manifest,
                 template_version=str(manifest.get("template_version", "")),
             )
-            email = compose_email(
-                doc, rendered, delivery_id=delivery.id, templates=self.settings.templates
+            emails = compose_email(
+                doc,
+                rendered,
+                delivery_id=delivery.id,
+                templates=self.settings.templates,
+                limits=self.settings.email,
             )
         org = campaign.organisation
         return Parcel(
@@ -287,7 +301,7 @@ class Worker:
             pdf=pdf,
             pages=bundle.pages,
             message_count=bundle.message_count,
-            email=email,
+            emails=emails,
             envelope_from=f"bounces+{delivery.id}@{org.bounce_domain}",
         )
 
@@ -317,16 +331,6 @@ def _recipient(campaign: Campaign, case_slug: str, slug: str) -> Recipient:
     if found is None:
         raise PermanentError(f"recipient {case_slug}/{slug}: no longer in the loaded campaign")
     return found
-
-
-@contextlib.contextmanager
-def _render_pool(settings: Settings) -> Iterator[Executor]:
-    workers = settings.render.processes or max(1, os.cpu_count() or 1)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:

@@ -21,7 +21,7 @@ class Parcel:
     pdf: bytes
     pages: int
     message_count: int
-    email: bytes | None = None  # the RFC 5322 message, for the e-mail channel
+    emails: tuple[bytes, ...] = ()  # the RFC 5322 messages, in order, for the e-mail channel
     envelope_from: str = ""  # bounces+<delivery-id>@<bounce_domain>
 
 

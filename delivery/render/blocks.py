@@ -34,6 +34,7 @@ class TextBlock:
     part: int  # 1-based part of a long signatory list; 1 for a personal message
     parts: int
     message_ids: tuple[int, ...]  # the messages this block prints, in order
+    excerpt: str = ""  # later parts: the opening of the text they continue
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from delivery.errors import RenderError
 from delivery.models import Address, Case, Message, Organisation, Recipient, RecipientKind
+from delivery.render.blocks import Line
 from delivery.render.env import make_environment, render_template
 from delivery.render.pdf import html_to_pdf
 from delivery.render.text import (
@@ -30,10 +31,15 @@ from delivery.render.text import (
 BUNDLE_TEMPLATE = "bundle.html.j2"
 BUNDLE_TEMPLATES = (
     "base.css",
+    "blocks.css",
+    "blocks.html.j2",
     "bundle.html.j2",
     "cover_authority.html.j2",
     "cover_family.html.j2",
     "cover_prison.html.j2",
+    "footer.css",
+    "page.css",
+    "stamp.css",
 )
 ANONYMOUS = "A supporter"
 
@@ -54,14 +60,6 @@ class RenderedBundle:
     pages: int
     manifest: dict[str, object]
     template_version: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class Line:
-    """One line of a message body, with its own base direction (an empty one is a gap)."""
-
-    text: str
-    dir: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,11 +167,9 @@ def template_version(templates: Path, names: tuple[str, ...] = BUNDLE_TEMPLATES)
 
 
 def bundle_context(doc: BundleDocument) -> dict[str, object]:
-    """Everything the bundle templates print; supporter text already cleaned."""
+    """What every page of a bundle prints around its blocks: cover, countries, footer id."""
     kind = doc.recipient.kind
     when = letter_date(doc.created_at)
-    letters = tuple(entry(m, kind) for m in doc.messages if has_body(m))
-    signatures = tuple(supporter_display(m, kind) for m in doc.messages if not has_body(m))
     recipient = doc.recipient
     return {
         "bundle_id": doc.bundle_id,
@@ -187,9 +183,9 @@ def bundle_context(doc: BundleDocument) -> dict[str, object]:
         "date_text": f"{when.day} {when:%B %Y}",
         "created_iso": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "message_count": len(doc.messages),
+        "letter_count": sum(1 for m in doc.messages if has_body(m)),
+        "signature_count": sum(1 for m in doc.messages if not has_body(m)),
         "countries": country_counts(doc.messages),
-        "letters": letters,
-        "signatures": signatures,
         "plural": plural,
     }
 
@@ -214,13 +210,27 @@ def manifest(doc: BundleDocument, version: str) -> dict[str, object]:
 
 
 def render_bundle_html(doc: BundleDocument, templates: Path) -> str:
-    """The bundle as HTML, before it is laid out as PDF."""
+    """The bundle as one HTML document (cover, countries, every block, the footer)."""
+    from delivery.render.grouping import build_blocks  # grouping builds on this module
+
     env = make_environment(templates)
-    return render_template(env, BUNDLE_TEMPLATE, **bundle_context(doc))
+    context = {
+        **bundle_context(doc),
+        "blocks": build_blocks(doc.messages, doc.recipient.kind),
+        "first_volume": True,
+        "show_countries": True,
+        "footer": True,
+        "envelope": None,
+    }
+    return render_template(env, BUNDLE_TEMPLATE, **context)
 
 
 def render_bundle(doc: BundleDocument, templates: Path) -> RenderedBundle:
-    """Render ``doc`` as an A4 PDF bundle and describe it in a manifest."""
+    """Render ``doc`` as one A4 PDF document and describe it in a manifest.
+
+    The worker merges through :mod:`delivery.render.merge` (volumes, envelopes, fonts
+    preflight); this single-document path is the baseline the benchmarks compare against.
+    """
     version = template_version(templates)
     html = render_bundle_html(doc, templates)
     pdf, pages = html_to_pdf(html, templates=templates)

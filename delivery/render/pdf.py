@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import DataHandler, Request, url2pathname
@@ -149,6 +150,48 @@ def html_to_pdf(html: str, *, templates: Path) -> tuple[bytes, int]:
     if not isinstance(pdf, bytes):
         raise RenderError("PDF render produced no bytes")
     return pdf, len(document.pages)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaidOut:
+    """A rendered document: its PDF, its pages, and the page each anchor (HTML id) is on."""
+
+    pdf: bytes
+    pages: int
+    anchors: dict[str, int]  # id → 1-based page
+    anchor_tops: dict[str, float]  # id → distance from the top of its page, in CSS px
+    page_height: float  # CSS px
+
+
+def lay_out(html: str, *, templates: Path) -> LaidOut:
+    """Render ``html`` like :func:`html_to_pdf`, keeping where every anchor landed.
+
+    No PDF file identifier is written here: the finishing step (``volumes.finish``) gives
+    the final file a deterministic one.
+    """
+    fetcher = TemplateFetcher(templates)
+    base_url = fetcher.root.as_uri() + "/"
+    try:
+        with fixed_font_timestamps():
+            document = HTML(string=html, base_url=base_url, url_fetcher=fetcher).render(
+                presentational_hints=False, pdf_forms=False
+            )
+            pdf = document.write_pdf(presentational_hints=False, pdf_forms=False)
+    except FatalURLFetchingError as error:
+        cause = error.__cause__ or error
+        raise RenderError(f"PDF render stopped: {cause}") from error
+    except (ValueError, TypeError, OSError, LookupError, AssertionError) as error:
+        raise RenderError(f"PDF render failed: {type(error).__name__}: {error}") from error
+    anchors: dict[str, int] = {}
+    tops: dict[str, float] = {}
+    for number, page in enumerate(document.pages, start=1):
+        for name, position in page.anchors.items():
+            anchors.setdefault(name, number)
+            tops.setdefault(name, float(position[1]))
+    height = float(document.pages[0].height) if document.pages else 0.0
+    return LaidOut(
+        pdf=pdf, pages=len(document.pages), anchors=anchors, anchor_tops=tops, page_height=height
+    )
 
 
 def pdf_page_count(pdf: bytes) -> int:

@@ -150,10 +150,70 @@ def country_name(code: str) -> str:
     return name
 
 
+# Han and Hangul (and Japanese kana): names in these scripts are written family name
+# first, often unspaced.
+_HAN_HANGUL = (
+    "\u3005\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+    "\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7af\ud7b0-\ud7ff"
+)
+_EAST_ASIAN_NAME = re.compile(f"^[{_HAN_HANGUL}]+$")
+_EAST_ASIAN_WORD = re.compile(f"^[{_HAN_HANGUL}\u3040-\u30ff]+$")
+# Katakana alone also spells foreign names, in their own order ("マリア ガルシア").
+_KATAKANA_WORD = re.compile("^[\u30a0-\u30ff]+$")
+# Two-character family names (Chinese, Korean), so 欧阳修 is 修 and 남궁민수 is 민수.
+_COMPOUND_FAMILY_NAMES = frozenset(
+    {
+        "欧阳", "歐陽", "司马", "司馬", "上官", "诸葛", "諸葛", "东方", "東方", "皇甫",
+        "尉迟", "尉遲", "公孙", "公孫", "慕容", "长孙", "長孫", "宇文", "司徒", "夏侯",
+        "轩辕", "軒轅", "令狐", "澹台", "南宫", "南宮", "西门", "西門", "端木", "独孤",
+        "獨孤", "鲜于", "鮮于", "呼延", "남궁", "황보", "제갈", "선우", "독고",
+    }
+)  # fmt: skip
+# Words after a comma that are not a given name: "Jan Kowalski, Jr." is Jan.
+_NAME_SUFFIXES = frozenset(
+    {"jr", "sr", "ii", "iii", "iv", "phd", "md", "esq", "dr", "prof", "mr", "mrs", "ms"}
+)
+
+
+def _east_asian_given_name(name: str) -> str:
+    """The given name of an unspaced Han or Hangul name of 2 to 4 characters, else ''."""
+    if not 2 <= len(name) <= 4 or not _EAST_ASIAN_NAME.match(name):
+        return ""
+    # Four characters are almost always a two-character family name and a given name.
+    compound = len(name) == 4 or (len(name) == 3 and name[:2] in _COMPOUND_FAMILY_NAMES)
+    return name[2:] if compound else name[1:]
+
+
+def _family_name_first(words: list[str]) -> bool:
+    """Whether spaced name ``words`` are East Asian, written family name first."""
+    return all(_EAST_ASIAN_WORD.match(word) for word in words) and not all(
+        _KATAKANA_WORD.match(word) for word in words
+    )
+
+
 def first_name(name: str) -> str:
-    """The first word of a supporter's name."""
-    words = safe_label(name).split()
-    return words[0] if words else ""
+    """The given name of a supporter, never the family name where it can be told apart.
+
+    Unspaced Han or Hangul names of 2 to 4 characters lose their family name
+    (王芳 is 芳, 김민지 is 민지); spaced ones (王 芳) keep what follows the first word;
+    "Nowak, Zofia" is Zofia; otherwise the first word.
+    """
+    label = safe_label(name)
+    family, comma, given = label.partition(",")
+    given_words = given.replace(",", " ").split()
+    if comma and family.strip() and given_words:
+        if given_words[0].strip(".").casefold() not in _NAME_SUFFIXES:
+            return given_words[0]
+        words = family.split()  # "Jan Kowalski, Jr.": the name before the suffix
+    else:
+        words = label.replace(",", " ").split()
+    if not words:
+        return ""
+    if len(words) == 1:
+        return _east_asian_given_name(words[0]) or words[0]
+    if _family_name_first(words):
+        return " ".join(words[1:])
+    return words[0]
 
 
 def shorten(text: str, limit: int = 500) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pypdf
 import pytest
 
-from delivery.config import SHIPPED_TEMPLATES
+from delivery.config import SHIPPED_TEMPLATES, EmailSettings
 from delivery.errors import RenderError
 from delivery.models import (
     Address,
@@ -447,6 +447,8 @@ def test_a_thousand_messages_render_in_reasonable_time() -> None:
 # -- e-mail --------------------------------------------------------------------------
 
 
+LIMITS = EmailSettings()
+
 HEADERS = [
     "From",
     "To",
@@ -472,7 +474,9 @@ def test_email_has_exactly_the_expected_headers(
     doc = dataclasses.replace(
         doc, recipient=dataclasses.replace(doc.recipient, format=Format.DIGEST)
     )
-    raw = compose_email(doc, rendered, delivery_id="dlv-0001", templates=SHIPPED_TEMPLATES)
+    (raw,) = compose_email(
+        doc, rendered, delivery_id="dlv-0001", templates=SHIPPED_TEMPLATES, limits=LIMITS
+    )
     assert b"\r\n" in raw
     assert raw.count(b"\n") == raw.count(b"\r\n")
     parsed = parse(raw)
@@ -503,8 +507,12 @@ def test_email_is_deterministic_and_bundle_format_is_a_cover_note(
     multiscript: tuple[BundleDocument, RenderedBundle],
 ) -> None:
     doc, rendered = multiscript
-    first = compose_email(doc, rendered, delivery_id="dlv-0002", templates=SHIPPED_TEMPLATES)
-    second = compose_email(doc, rendered, delivery_id="dlv-0002", templates=SHIPPED_TEMPLATES)
+    (first,) = compose_email(
+        doc, rendered, delivery_id="dlv-0002", templates=SHIPPED_TEMPLATES, limits=LIMITS
+    )
+    (second,) = compose_email(
+        doc, rendered, delivery_id="dlv-0002", templates=SHIPPED_TEMPLATES, limits=LIMITS
+    )
     assert first == second
     text = parse(first).get_body(("plain",))
     assert text is not None
@@ -522,7 +530,9 @@ def test_supporter_text_never_becomes_a_header() -> None:
     )
     doc = document(messages, fmt=Format.DIGEST)
     rendered = RenderedBundle(pdf=b"%PDF-1.7\n%fake\n", pages=1, manifest={}, template_version="x")
-    raw = compose_email(doc, rendered, delivery_id="dlv-0003", templates=SHIPPED_TEMPLATES)
+    (raw,) = compose_email(
+        doc, rendered, delivery_id="dlv-0003", templates=SHIPPED_TEMPLATES, limits=LIMITS
+    )
     parsed = parse(raw)
     assert list(parsed.keys()) == HEADERS
     assert "Bcc" not in parsed
@@ -541,14 +551,23 @@ def test_header_injection_through_campaign_data_is_refused() -> None:
         doc, recipient=dataclasses.replace(doc.recipient, email="a@example.org\r\nBcc: x@y.z")
     )
     with pytest.raises(RenderError):
-        compose_email(bad_address, rendered, delivery_id="dlv-1", templates=SHIPPED_TEMPLATES)
+        compose_email(
+            bad_address, rendered, delivery_id="dlv-1", templates=SHIPPED_TEMPLATES, limits=LIMITS
+        )
     with pytest.raises(RenderError):
-        compose_email(doc, rendered, delivery_id="dlv-1>\r\nBcc: x", templates=SHIPPED_TEMPLATES)
+        compose_email(
+            doc,
+            rendered,
+            delivery_id="dlv-1>\r\nBcc: x",
+            templates=SHIPPED_TEMPLATES,
+            limits=LIMITS,
+        )
     bad_name = dataclasses.replace(
         doc, recipient=dataclasses.replace(doc.recipient, name="Desk\r\nBcc: x@example.org")
     )
-    parsed = parse(
-        compose_email(bad_name, rendered, delivery_id="dlv-1", templates=SHIPPED_TEMPLATES)
+    (raw,) = compose_email(
+        bad_name, rendered, delivery_id="dlv-1", templates=SHIPPED_TEMPLATES, limits=LIMITS
     )
+    parsed = parse(raw)
     assert list(parsed.keys()) == HEADERS
     assert parsed["To"].addresses[0].display_name == "Desk Bcc: x@example.org"

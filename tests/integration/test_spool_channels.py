@@ -113,7 +113,7 @@ def make_parcel(
         pdf=make_pdf(pages),
         pages=pages,
         message_count=128,
-        email=make_email(delivery_id, who.email or "nobody@example.org") if with_email else None,
+        emails=(make_email(delivery_id, who.email or "nobody@example.org"),) if with_email else (),
         envelope_from=f"bounces+{delivery_id}@{ORG.bounce_domain}",
     )
 
@@ -154,7 +154,7 @@ def test_email_spool_writes_the_composed_bytes_unchanged(tmp_path: Path) -> None
     assert_spooled(receipt, path)
     assert_artefacts_match(outbox, receipt.artefacts)
     on_disk = outbox.read(path)
-    assert on_disk == parcel.email
+    assert (on_disk,) == parcel.emails
     assert b"\r\n" in on_disk
     parsed = email.message_from_bytes(on_disk, policy=policy.default)
     assert parsed["Message-ID"] == "<dlv-0001@example.org>"
@@ -201,7 +201,7 @@ def test_email_spool_refuses_a_message_without_message_id(tmp_path: Path) -> Non
     message["Subject"] = "no id"
     message.set_content("body\n")
     parcel = dataclasses.replace(
-        make_parcel(channel=ChannelName.EMAIL), email=message.as_bytes(policy=policy.SMTP)
+        make_parcel(channel=ChannelName.EMAIL), emails=(message.as_bytes(policy=policy.SMTP),)
     )
 
     with pytest.raises(PermanentChannelError, match="Message-ID"):
