@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -168,6 +168,26 @@ class Side:
         }
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a ratio should be: at least (``>=``) or below (``<``) ``value``."""
+
+    op: Literal[">=", "<"]
+    value: float
+
+    def met(self, ratio: float) -> bool:
+        return ratio >= self.value if self.op == ">=" else ratio < self.value
+
+    def verdict(self, ratio: float) -> str:
+        return f"target {self}: {'met' if self.met(ratio) else 'MISSED'}"
+
+    def __str__(self) -> str:
+        return f"{'≥' if self.op == '>=' else '<'} {self.value:g}"
+
+    def as_dict(self, ratio: float) -> dict[str, Any]:
+        return {"op": self.op, "value": self.value, "met": self.met(ratio)}
+
+
 @dataclass(kw_only=True)
 class Result:
     """A finished benchmark: both sides, the unit and the ratio ours/baseline."""
@@ -178,6 +198,7 @@ class Result:
     baseline: Side
     ours: Side
     notes: list[str] = field(default_factory=list)
+    target: Target | None = None  # what the ratio should reach, if anything
 
     @property
     def peak_reset(self) -> bool:
@@ -203,8 +224,79 @@ class Result:
             "baseline": self.baseline.as_dict(),
             "ours": self.ours.as_dict(),
             "peak_rss_reset": self.peak_reset,
+            "target": self.target.as_dict(self.ratio) if self.target else None,
             "notes": self.notes,
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Peak:
+    """The peak resident memory of one process (``VmHWM``), in KiB."""
+
+    label: str  # "parent", "render-1", ...
+    pid: int
+    kib: int
+
+    @property
+    def mib(self) -> float:
+        return self.kib / 1024
+
+
+@dataclass(kw_only=True)
+class PeakResult:
+    """A finished memory benchmark: the peak RSS of every process against a limit.
+
+    The ratio is the largest peak over the limit (below 1: every process stayed under).
+    """
+
+    name: str
+    unit: str  # what `work` counts
+    params: dict[str, Any]
+    work: int
+    seconds: float
+    peaks: list[Peak]
+    limit_mib: float
+    notes: list[str] = field(default_factory=list)
+    peak_reset: bool = True  # a fresh process's VmHWM needs no reset; the parent's is reset
+
+    @property
+    def ratio(self) -> float:
+        return max(p.mib for p in self.peaks) / self.limit_mib if self.peaks else 0.0
+
+    @property
+    def target(self) -> Target:
+        return Target("<", 1.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "unit": "MiB (peak RSS, VmHWM)",
+            "params": self.params,
+            "ratio": self.ratio,
+            "limit_mib": self.limit_mib,
+            "seconds": self.seconds,
+            "work": self.work,
+            "rate": self.work / self.seconds if self.seconds > 0 else 0.0,
+            "peaks": [{"label": p.label, "pid": p.pid, "peak_rss_mib": p.mib} for p in self.peaks],
+            "peak_rss_reset": self.peak_reset,
+            "target": self.target.as_dict(self.ratio),
+            "notes": self.notes,
+        }
+
+
+Report = Result | PeakResult
+
+
+def read_vmhwm_kib(pid: int | str = "self") -> int | None:
+    """The peak resident set (``VmHWM`` in ``/proc/<pid>/status``) in KiB; None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def alternate(
@@ -216,10 +308,18 @@ def alternate(
     whatever the first run of a pair leaves behind (heap, caches, a busy neighbour) does
     not always weigh on the same side.
     """
-    base_side, our_side = Side(label=baseline[0]), Side(label=ours[0])
-    pairs = [("baseline", base_side, baseline[1]), ("ours", our_side, ours[1])]
+    base_side, our_side = rotate(name, reps, [("baseline", *baseline), ("ours", *ours)])
+    return base_side, our_side
+
+
+def rotate(name: str, reps: int, runs: list[tuple[str, str, Work]]) -> list[Side]:
+    """Like :func:`alternate` for any number of sides, each given as (role, label, work).
+
+    Every repetition runs each side once; the order is reversed every other repetition.
+    """
+    sides = [(role, Side(label=label), work) for role, label, work in runs]
     for rep in range(1, reps + 1):
-        order = pairs if rep % 2 else pairs[::-1]
+        order = sides if rep % 2 else sides[::-1]
         for which, side, run in order:
             progress(f"{name}: rep {rep}/{reps} {which} ({side.label}) ...")
             sample = measure(run)
@@ -228,7 +328,7 @@ def alternate(
                 f"{name}: rep {rep}/{reps} {which}: {sample.work} in {sample.seconds:.2f} s"
                 f" = {_figure(sample.rate)}/s, peak RSS +{sample.rss_delta_kib / 1024:.1f} MiB"
             )
-    return base_side, our_side
+    return [side for _, side, _ in sides]
 
 
 def _figure(rate: float) -> str:
@@ -236,23 +336,52 @@ def _figure(rate: float) -> str:
     return f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
 
 
-def table(results: list[Result]) -> str:
-    """A plain-text table of the results, one row per side and one ratio per benchmark."""
+def _result_rows(r: Result) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for side_name, side in (("baseline", r.baseline), ("ours", r.ours)):
+        rows.append(
+            (
+                r.name,
+                f"{side_name}: {side.label}",
+                f"{side.samples[0].work:,} {r.unit}",
+                f"{side.seconds:.2f}",
+                f"{_figure(side.rate)} {r.unit}/s",
+                f"{side.rss_delta_mib:.1f} MiB",
+            )
+        )
+    verdict = f"{r.ratio:.3f}" + (f" ({r.target.verdict(r.ratio)})" if r.target else "")
+    rows.append((r.name, "ratio ours/baseline", "", "", verdict, ""))
+    return rows
+
+
+def _peak_rows(r: PeakResult) -> list[tuple[str, ...]]:
+    rate = r.work / r.seconds if r.seconds > 0 else 0.0
+    rows: list[tuple[str, ...]] = [
+        (
+            r.name,
+            f"{p.label} (pid {p.pid}): peak RSS",
+            f"{r.work:,} {r.unit}",
+            f"{r.seconds:.2f}",
+            f"{_figure(rate)} {r.unit}/s",
+            f"{p.mib:.1f} MiB",
+        )
+        for p in r.peaks
+    ]
+    limit = f"ratio largest peak/{r.limit_mib:g} MiB"
+    rows.append((r.name, limit, "", "", f"{r.ratio:.3f} ({r.target.verdict(r.ratio)})", ""))
+    return rows
+
+
+def table(results: list[Report]) -> str:
+    """A plain-text table of the results, one row per side and one ratio per benchmark.
+
+    For a memory benchmark (:class:`PeakResult`) there is one row per process, and the last
+    column holds its absolute peak RSS rather than a difference.
+    """
     header = ("benchmark", "side", "work", "median s", "median rate", "peak RSS Δ")
     rows: list[tuple[str, ...]] = [header]
     for r in results:
-        for side_name, side in (("baseline", r.baseline), ("ours", r.ours)):
-            rows.append(
-                (
-                    r.name,
-                    f"{side_name}: {side.label}",
-                    f"{side.samples[0].work:,} {r.unit}",
-                    f"{side.seconds:.2f}",
-                    f"{_figure(side.rate)} {r.unit}/s",
-                    f"{side.rss_delta_mib:.1f} MiB",
-                )
-            )
-        rows.append((r.name, "ratio ours/baseline", "", "", f"{r.ratio:.3f}", ""))
+        rows.extend(_peak_rows(r) if isinstance(r, PeakResult) else _result_rows(r))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for index, row in enumerate(rows):

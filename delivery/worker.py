@@ -144,7 +144,7 @@ class Worker:
             self.progress(
                 f"[{done}/{len(planned)}] rendered {bundle.id}: {bundle.message_count} messages,"
                 f" {outcome.pages} pages"
-                + (f", {len(outcome.envelopes)} envelopes" if outcome.envelopes else "")
+                + (f", in {len(outcome.envelopes)} envelopes" if len(outcome.envelopes) > 1 else "")
             )
 
         await asyncio.gather(*(one(bundle) for bundle in planned))
@@ -272,12 +272,9 @@ class Worker:
         bundle = self.store.bundle(delivery.bundle_id)
         recipient = _recipient(campaign, delivery.case, delivery.slug)
         pdf = self.outbox.read(bundle.pdf_path)
+        manifest = json.loads(self.outbox.read(bundle.manifest_path))
         emails: tuple[bytes, ...] = ()
         if delivery.channel == ChannelName.EMAIL:
-            doc = self._document(campaign, bundle)
-            manifest = json.loads(
-                self.outbox.read(bundle.pdf_path.removesuffix(".pdf") + ".manifest.json")
-            )
             rendered = RenderedBundle(
                 pdf=pdf,
                 pages=bundle.pages,
@@ -285,13 +282,16 @@ class Worker:
                 template_version=str(manifest.get("template_version", "")),
             )
             emails = compose_email(
-                doc,
+                self._document(campaign, bundle),
                 rendered,
                 delivery_id=delivery.id,
                 templates=self.settings.templates,
                 limits=self.settings.email,
             )
         org = campaign.organisation
+        envelopes = tuple(
+            (int(e["pages"][0]), int(e["pages"][1])) for e in manifest.get("envelopes", ())
+        )
         return Parcel(
             delivery_id=delivery.id,
             bundle_id=bundle.id,
@@ -303,6 +303,7 @@ class Worker:
             message_count=bundle.message_count,
             emails=emails,
             envelope_from=f"bounces+{delivery.id}@{org.bounce_domain}",
+            envelopes=envelopes,
         )
 
     def _record_close(self, channel: ChannelName, artefacts: tuple[Artefact, ...]) -> None:

@@ -23,6 +23,7 @@ class Parcel:
     message_count: int
     emails: tuple[bytes, ...] = ()  # the RFC 5322 messages, in order, for the e-mail channel
     envelope_from: str = ""  # bounces+<delivery-id>@<bounce_domain>
+    envelopes: tuple[tuple[int, int], ...] = ()  # post: 1-based page ranges, one per envelope
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pikepdf
+
 from delivery.channels.base import Parcel, Receipt
 from delivery.errors import InputError, PermanentChannelError
 from delivery.models import Address, ChannelName, DeliveryState, Organisation, ProofLevel
@@ -22,6 +24,7 @@ from delivery.outbox import Artefact, LocalOutbox
 
 MANIFEST_COLUMNS = (
     "envelope",
+    "delivery",
     "bundle",
     "case",
     "recipient",
@@ -41,6 +44,7 @@ _COMPONENT = re.compile(r"[^/\\.\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*")
 
 @dataclass(frozen=True, kw_only=True)
 class _Envelope:
+    envelope_id: str  # the delivery id, with -e<k> when a delivery needs several envelopes
     delivery_id: str
     bundle_id: str
     case: str
@@ -59,6 +63,7 @@ class _Envelope:
 
     def row(self) -> tuple[str, ...]:
         cells = (
+            self.envelope_id,
             self.delivery_id,
             self.bundle_id,
             self.case,
@@ -82,6 +87,25 @@ def spreadsheet_safe(text: str) -> str:
 def _who(parcel: Parcel) -> str:
     recipient = parcel.recipient
     return f"delivery {parcel.delivery_id} to {recipient.case}/{recipient.slug}"
+
+
+def _envelope_pdfs(parcel: Parcel) -> list[tuple[str, bytes, int]]:
+    """(envelope id, PDF, pages) per envelope: the whole bundle, or each page range."""
+    if not parcel.envelopes:
+        return [(parcel.delivery_id, parcel.pdf, parcel.pages)]
+    pieces: list[tuple[str, bytes, int]] = []
+    with pikepdf.Pdf.open(io.BytesIO(parcel.pdf)) as whole:
+        for number, (first, last) in enumerate(parcel.envelopes, start=1):
+            if not 1 <= first <= last <= len(whole.pages):
+                raise PermanentChannelError(
+                    f"{_who(parcel)}: envelope {number} pages {first}-{last} are not in the bundle"
+                )
+            with pikepdf.Pdf.new() as part:
+                part.pages.extend(whole.pages[first - 1 : last])
+                out = io.BytesIO()
+                part.save(out, deterministic_id=True)
+            pieces.append((f"{parcel.delivery_id}-e{number}", out.getvalue(), last - first + 1))
+    return pieces
 
 
 def _check_parcel(parcel: Parcel) -> Address:
@@ -154,32 +178,38 @@ class PostSpool:
         address = _check_parcel(parcel)
         self._check_sender(parcel)
         self._sender = parcel.organisation
-        path = f"post/{self._job_id}/{parcel.delivery_id}.pdf"
-        artefact = await asyncio.to_thread(self._outbox.write, path, parcel.pdf)
-        self._envelopes[parcel.delivery_id] = _Envelope(
-            delivery_id=parcel.delivery_id,
-            bundle_id=parcel.bundle_id,
-            case=parcel.recipient.case,
-            recipient=parcel.recipient.slug,
-            recipient_name=parcel.recipient.name,
-            address=address,
-            envelope_lines=parcel.recipient.envelope_lines(),
-            pages=parcel.pages,
-            pdf=artefact.path,
-            pdf_sha256=artefact.sha256,
-        )
+        pieces = await asyncio.to_thread(_envelope_pdfs, parcel)
+        artefacts: list[Artefact] = []
+        for envelope_id, pdf, pages in pieces:
+            path = f"post/{self._job_id}/{envelope_id}.pdf"
+            artefact = await asyncio.to_thread(self._outbox.write, path, pdf)
+            artefacts.append(artefact)
+            self._envelopes[envelope_id] = _Envelope(
+                envelope_id=envelope_id,
+                delivery_id=parcel.delivery_id,
+                bundle_id=parcel.bundle_id,
+                case=parcel.recipient.case,
+                recipient=parcel.recipient.slug,
+                recipient_name=parcel.recipient.name,
+                address=address,
+                envelope_lines=parcel.recipient.envelope_lines(),
+                pages=pages,
+                pdf=artefact.path,
+                pdf_sha256=artefact.sha256,
+            )
+        count = len(pieces)
         return Receipt(
             state=DeliveryState.SPOOLED,
             proof=ProofLevel.NONE,
-            provider_ref=artefact.path,
-            detail=f"envelope added to print job {self._job_id}",
-            artefacts=(artefact,),
+            provider_ref=artefacts[0].path,
+            detail=f"{count} envelope{'s' if count != 1 else ''} added to print job {self._job_id}",
+            artefacts=tuple(artefacts),
         )
 
     async def close(self) -> tuple[Artefact, ...]:
         if not self._envelopes or self._sender is None:
             return ()
-        envelopes = sorted(self._envelopes.values(), key=lambda e: e.delivery_id)
+        envelopes = sorted(self._envelopes.values(), key=lambda e: e.envelope_id)
         folder = f"post/{self._job_id}"
         manifest = manifest_document(envelopes)
         readme = readme_document(self._job_id, envelopes, self._sender)

@@ -18,10 +18,11 @@ from typing import Any, Protocol, TypeVar
 from delivery.config import RenderSettings
 from delivery.errors import RenderError
 from delivery.models import RecipientKind
-from delivery.render import fonts, grouping, volumes
+from delivery.render import grouping, volumes
 from delivery.render.blocks import Block, NameBlock
 from delivery.render.bundle import BundleDocument, bundle_context, manifest, template_version
 from delivery.render.env import make_environment, render_template
+from delivery.render.fonts import preflight
 
 R = TypeVar("R")
 LINES_PER_PAGE = 52  # body lines on an A4 page in base.css, for cutting volumes
@@ -98,7 +99,7 @@ class Merger:
 
     async def merge(self, doc: BundleDocument) -> Merged:
         blocks = grouping.build_blocks(doc.messages, doc.recipient.kind)
-        fonts.preflight(printed_texts(doc, blocks), what=f"bundle {doc.bundle_id}")
+        preflight(printed_texts(doc, blocks), what=f"bundle {doc.bundle_id}")
         version = template_version(self.templates)
         base = bundle_context(doc)
         limit = doc.recipient.page_limit

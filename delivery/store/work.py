@@ -59,6 +59,7 @@ class BundleRow:
     pages: int
     pdf_path: str
     pdf_sha256: str
+    manifest_path: str
     created_at: datetime
 
 
@@ -498,6 +499,7 @@ def _bundle_row(r: Any) -> BundleRow:
         pages=int(m["pages"]),
         pdf_path=m["pdf_path"],
         pdf_sha256=m["pdf_sha256"],
+        manifest_path=m["manifest_path"],
         created_at=m["created_at"],
     )
 

@@ -327,7 +327,7 @@ def test_post_spool_writes_envelopes_manifest_and_readme(tmp_path: Path) -> None
     ]
     assert_artefacts_match(outbox, artefacts)
     raw, rows = read_manifest(outbox, "job-2024-05-01")
-    assert raw.startswith(b"\xef\xbb\xbfenvelope,bundle,case,")
+    assert raw.startswith(b"\xef\xbb\xbfenvelope,delivery,bundle,case,")
     assert raw.count(b"\r\n") == 4
     assert [r["envelope"] for r in rows] == ["dlv-0001", "dlv-0002", "dlv-0003"]
     assert [(r["pages"], r["sheets"]) for r in rows] == [("4", "2"), ("1", "1"), ("3", "2")]
@@ -405,3 +405,33 @@ def test_post_spool_with_no_envelopes_writes_nothing(tmp_path: Path) -> None:
 def test_post_spool_refuses_an_unsafe_job_id(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="job id"):
         PostSpool(LocalOutbox(tmp_path), job_id="../elsewhere")
+
+
+def test_a_bundle_in_envelopes_becomes_one_pdf_and_row_per_envelope(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    channel = PostSpool(outbox, job_id="job-e")
+    parcel = make_parcel("dlv-0009", channel=ChannelName.POST, pages=6)
+    parcel = dataclasses.replace(parcel, envelopes=((1, 3), (5, 6)))  # page 4: a blank sheet side
+
+    receipt = asyncio.run(channel.send(parcel))
+    asyncio.run(channel.close())
+
+    assert [a.path for a in receipt.artefacts] == [
+        "post/job-e/dlv-0009-e1.pdf",
+        "post/job-e/dlv-0009-e2.pdf",
+    ]
+    pages = [len(PdfReader(io.BytesIO(outbox.read(a.path))).pages) for a in receipt.artefacts]
+    assert pages == [3, 2]
+    _, rows = read_manifest(outbox, "job-e")
+    assert [(r["envelope"], r["delivery"], r["pages"], r["sheets"]) for r in rows] == [
+        ("dlv-0009-e1", "dlv-0009", "3", "2"),
+        ("dlv-0009-e2", "dlv-0009", "2", "1"),
+    ]
+
+
+def test_an_envelope_outside_the_bundle_is_refused(tmp_path: Path) -> None:
+    channel = PostSpool(LocalOutbox(tmp_path), job_id="job-e")
+    parcel = make_parcel("dlv-0010", channel=ChannelName.POST, pages=2)
+    parcel = dataclasses.replace(parcel, envelopes=((1, 5),))
+    with pytest.raises(PermanentChannelError, match="envelope 1 pages 1-5 are not in the bundle"):
+        asyncio.run(channel.send(parcel))
