@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -350,6 +351,102 @@ def _decided(changed: int, verb: str, as_json: bool) -> None:
         click.echo(f"{changed} message{'s' if changed != 1 else ''} {verb}")
 
 
+# -- bundles ------------------------------------------------------------------------------
+
+
+@main.group()
+def bundles() -> None:
+    """Bundles: list them; retry or dissolve one whose render failed.
+
+    \b
+    Example:
+      solidarity bundles list --failed
+      solidarity bundles retry bnd-0f89b88cfdd728c504bb
+    """
+
+
+@bundles.command("list")
+@click.option("--failed", is_flag=True, help="Only bundles whose render failed, with the reason.")
+@click.option("--case", help="Only this case.")
+@json_option
+@click.pass_obj
+@handle_errors
+def bundles_list(obj: Context, failed: bool, case: str | None, as_json: bool) -> None:
+    """Bundles with their recipient, state, messages and pages.
+
+    \b
+    Example:
+      solidarity bundles list --case viktor-arkhipov
+    """
+    rows = obj.store.bundles_listed(state="failed" if failed else None, case=case)
+    listed = [
+        {
+            "id": b.id,
+            "case": b.case,
+            "recipient": b.slug,
+            "state": b.state,
+            "period": b.period,
+            "messages": b.message_count,
+            "pages": b.pages,
+            "pdf": b.pdf_path,
+            "error": obj.store.bundle_error(b.id) if b.state == "failed" else "",
+        }
+        for b in rows
+    ]
+    if as_json:
+        echo_json(listed)
+        return
+    for b in listed:
+        click.echo(
+            f"{b['id']}  {b['case']}/{b['recipient']}  {b['state']}  "
+            f"{b['messages']} messages  {b['pages']} pages  {b['pdf']}"
+        )
+        if b["error"]:
+            click.echo(f"    {b['error']}")
+    click.echo(f"{len(listed)} bundle{'s' if len(listed) != 1 else ''}")
+
+
+@bundles.command("retry")
+@click.argument("bundle_ids", nargs=-1, required=True)
+@json_option
+@click.pass_obj
+@handle_errors
+def bundles_retry(obj: Context, bundle_ids: tuple[str, ...], as_json: bool) -> None:
+    """Render a failed bundle again on the next worker run (say, after installing a font).
+
+    \b
+    Example:
+      solidarity bundles retry bnd-0f89b88cfdd728c504bb && solidarity worker --once
+    """
+    for bundle_id in bundle_ids:
+        obj.store.retry_bundle(bundle_id, actor=obj.settings.actor)
+    if as_json:
+        echo_json({"retried": list(bundle_ids)})
+    else:
+        click.echo(f"{len(bundle_ids)} bundle(s) will be rendered again by the next worker run")
+
+
+@bundles.command("dissolve")
+@click.argument("bundle_id")
+@json_option
+@click.pass_obj
+@handle_errors
+def bundles_dissolve(obj: Context, bundle_id: str, as_json: bool) -> None:
+    """Give a failed bundle's messages back, to review the one that failed and bundle the rest.
+
+    \b
+    Example:
+      solidarity bundles dissolve bnd-0f89b88cfdd728c504bb
+      solidarity review reject 17 --reason "characters no font can print"
+      solidarity worker --once --now
+    """
+    freed = obj.store.dissolve_bundle(bundle_id, actor=obj.settings.actor)
+    if as_json:
+        echo_json({"dissolved": bundle_id, "messages": freed})
+    else:
+        click.echo(f"bundle {bundle_id} dissolved: {freed} messages wait for the next bundle")
+
+
 # -- worker and status --------------------------------------------------------------------
 
 
@@ -503,10 +600,25 @@ def audit_trace(obj: Context, message_ref: str, as_json: bool) -> None:
     """
     (message_id,) = obj.store.resolve([message_ref])
     data = obj.store.trace(message_id)
+    outbox = LocalOutbox(obj.settings.outbox_path)
+    for bundle in data["bundles"]:
+        bundle["page"] = _page_in_bundle(outbox, bundle.get("manifest_path", ""), message_id)
     if as_json:
         echo_json(data)
     else:
         show_trace(data)
+
+
+def _page_in_bundle(outbox: LocalOutbox, manifest_path: str, message_id: int) -> int | None:
+    """The page of the bundle the message is printed on, from the bundle's manifest."""
+    if not manifest_path or not outbox.exists(manifest_path):
+        return None
+    manifest = json.loads(outbox.read(manifest_path))
+    for entry in manifest.get("messages", ()):
+        if entry.get("id") == message_id:
+            page = entry.get("page")
+            return int(page) if page is not None else None
+    return None
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -118,8 +118,10 @@ def show_trace(data: Mapping[str, Any]) -> None:
             f" bundle {link['bundle'] or '-'}"
         )
     for b in data["bundles"]:
+        page = f", this message on page {b['page']}" if b.get("page") else ""
         click.echo(
-            f"  bundle {b['id']}: {b['state']}, {b['message_count']} messages, {b['pages']} pages"
+            f"  bundle {b['id']}: {b['state']}, {b['message_count']} messages,"
+            f" {b['pages']} pages{page}"
         )
         click.echo(f"    {b['pdf_path']}  sha256 {b['pdf_sha256']}")
     for d in data["deliveries"]:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from delivery import ledger as chain
-from delivery.errors import NotFoundError
+from delivery.errors import InputError, NotFoundError
 from delivery.models import (
     ChannelName,
     DeliveryState,
@@ -105,7 +105,11 @@ class WorkStore(MessageStore):
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-            used = conn.execute(select(bundles.c.recipient_id, bundles.c.period)).all()
+            used = conn.execute(
+                select(bundles.c.recipient_id, bundles.c.period).where(
+                    bundles.c.state != "dissolved"
+                )
+            ).all()
         periods: dict[int, set[str]] = {}
         for rid, period in used:
             periods.setdefault(int(rid), set()).add(str(period))
@@ -139,7 +143,13 @@ class WorkStore(MessageStore):
             if not ids:
                 return None
             members = sha256_hex(",".join(map(str, ids)).encode())
-            bundle_id = stable_id("bnd", str(recipient_id), period, members)
+            earlier = conn.execute(
+                select(func.count()).where(
+                    bundles.c.recipient_id == recipient_id, bundles.c.period == period
+                )
+            ).scalar_one()  # dissolved bundles of this period: the same messages get a new id
+            parts = (str(recipient_id), period, members) + ((str(earlier),) if earlier else ())
+            bundle_id = stable_id("bnd", *parts)
             conn.execute(
                 insert(bundles).values(
                     id=bundle_id,
@@ -265,6 +275,66 @@ class WorkStore(MessageStore):
                         actor=actor,
                     )
                 ],
+            )
+
+    def retry_bundle(self, bundle_id: str, *, actor: str) -> None:
+        """Put a failed bundle back in line for rendering (after the cause was fixed)."""
+        with self.transaction() as conn:
+            state = conn.execute(select(bundles.c.state).where(bundles.c.id == bundle_id)).scalar()
+            if state is None:
+                raise NotFoundError(f"bundle {bundle_id}: not found")
+            if state != "failed":
+                raise InputError(
+                    f"bundle {bundle_id}: only a failed bundle can be retried; it is {state}"
+                )
+            conn.execute(
+                update(bundles).where(bundles.c.id == bundle_id).values(state="planned", error="")
+            )
+            entry = chain.Entry(kind="bundle.retried", subject=f"bundle:{bundle_id}", actor=actor)
+            self.append(conn, [entry])
+
+    def dissolve_bundle(self, bundle_id: str, *, actor: str) -> int:
+        """Give a failed bundle's messages back to collect; returns how many.
+
+        A caseworker can then reject or hold the message that made it fail, and the next
+        run bundles the others again.
+        """
+        with self.transaction() as conn:
+            state = conn.execute(select(bundles.c.state).where(bundles.c.id == bundle_id)).scalar()
+            if state != "failed":
+                shown = state or "not found"
+                raise InputError(
+                    f"bundle {bundle_id}: only a failed bundle can be dissolved ({shown})"
+                )
+            freed = conn.execute(
+                update(message_recipients)
+                .where(message_recipients.c.bundle_id == bundle_id)
+                .values(bundle_id=None)
+            ).rowcount
+            conn.execute(update(bundles).where(bundles.c.id == bundle_id).values(state="dissolved"))
+            entry = chain.Entry(
+                kind="bundle.dissolved",
+                subject=f"bundle:{bundle_id}",
+                payload={"messages": freed},
+                actor=actor,
+            )
+            self.append(conn, [entry])
+        return int(freed)
+
+    def bundles_listed(self, *, state: str | None, case: str | None) -> list[BundleRow]:
+        query = _bundle_query().order_by(bundles.c.created_at)
+        if state:
+            query = query.where(bundles.c.state == state)
+        if case:
+            query = query.where(recipients.c.case_slug == case)
+        with self.engine.connect() as conn:
+            return [_bundle_row(r) for r in conn.execute(query)]
+
+    def bundle_error(self, bundle_id: str) -> str:
+        with self.engine.connect() as conn:
+            return str(
+                conn.execute(select(bundles.c.error).where(bundles.c.id == bundle_id)).scalar()
+                or ""
             )
 
     # -- deliver --------------------------------------------------------------------------
