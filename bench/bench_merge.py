@@ -44,7 +44,7 @@ from harness import (
 )
 
 from delivery.config import RenderSettings, Settings
-from delivery.render import grouping
+from delivery.render import grouping, volumes
 from delivery.render.bundle import BundleDocument, render_bundle_html
 from delivery.render.merge import LINES_PER_PAGE, Merger, plan_volumes
 from delivery.render.pool import RenderPool
@@ -57,8 +57,7 @@ QUICK_MESSAGES = 30_000  # about 175 pages, 4 volumes of 50 pages
 VOLUME_PAGES = 50  # for the throughput and scaling runs, so that there are several volumes
 MEMORY_MESSAGES = 100_000  # about 570 pages, 3 volumes at the default 250 pages
 QUICK_MEMORY_MESSAGES = 20_000  # about 115 pages, one volume at the default 250 pages
-WARMUP_MESSAGES = 300  # a small merge that starts every render process's WeasyPrint
-WARMUP_VOLUME_PAGES = 10  # smallest allowed: the warm-up bundle comes in several volumes
+WARMUP_MESSAGES = 300  # a small bundle that starts every render process's WeasyPrint
 
 SPEED_TARGET = Target(">=", 0.9)
 SCALING_TARGET = Target(">=", 1.7)
@@ -86,7 +85,7 @@ def run(*, quick: bool, reps: int, work_dir: Path) -> list[Report]:
 
     progress("merge: warm-up, WeasyPrint in this process on a small bundle")
     warm_html = render_bundle_html(warm_doc, templates)
-    measure(lambda probe: weasyprint_baseline(warm_html, templates, probe))
+    measure(lambda probe: baseline(warm_html, templates, probe))
 
     one = RenderSettings(processes=1, volume_pages=VOLUME_PAGES)
     two = RenderSettings(processes=2, volume_pages=VOLUME_PAGES)
@@ -97,7 +96,7 @@ def run(*, quick: bool, reps: int, work_dir: Path) -> list[Report]:
             (
                 "baseline",
                 "WeasyPrint, one document, in this process",
-                lambda probe: weasyprint_baseline(html, templates, probe),
+                lambda probe: baseline(html, templates, probe),
             ),
             (
                 "ours",
@@ -142,6 +141,63 @@ def run(*, quick: bool, reps: int, work_dir: Path) -> list[Report]:
     return [speed, scaling, memory]
 
 
+# -- what else runs on the machine -------------------------------------------------------------
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (``/proc/stat``; idle and iowait not)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def _process_seconds(pid: int) -> float:
+    """CPU seconds (user and system) that process ``pid`` used so far; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class CpuWatch:
+    """How much CPU the rest of the machine used while a run ran, in cores on average.
+
+    The machine is shared: other processes compete with the render processes for the
+    cores, which weighs most on the two-process run. Ours is this process plus ``pids``.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.other_cores = 0.0
+        self._start = (0.0, 0.0, 0.0)
+
+    def _now(self) -> tuple[float, float, float]:
+        times = os.times()
+        own = times.user + times.system + sum(_process_seconds(pid) for pid in self.pids)
+        return time.perf_counter(), _machine_busy_seconds(), own
+
+    def __enter__(self) -> CpuWatch:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (wall0, busy0, own0), (wall1, busy1, own1) = self._start, self._now()
+        wall = wall1 - wall0
+        self.other_cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / wall if wall > 0 else 0.0
+
+
+def baseline(html: str, templates: Path, probe: Probe) -> tuple[int, dict[str, Any]]:
+    """Raw WeasyPrint on the one-document HTML, as in the render benchmark."""
+    with CpuWatch([]) as watch:
+        pages, extra = weasyprint_baseline(html, templates, probe)
+    return pages, {**extra, "other_cores": watch.other_cores}
+
+
 # -- one run of Merger ---------------------------------------------------------------------
 
 
@@ -172,7 +228,7 @@ async def _merge(
         ready = time.perf_counter() - started
         pids = worker_pids(pool)
         merger = Merger(pool, templates, settings, folder / "out")
-        with probe:
+        with CpuWatch(pids) as watch, probe:
             merged = await merger.merge(doc)
         parent_kib = read_vmhwm_kib()  # reset by the probe as it started
         workers = [(pid, read_vmhwm_kib(pid)) for pid in pids]  # before the pool closes
@@ -187,6 +243,7 @@ async def _merge(
         "worker_peak_rss_mib": [(kib or 0) / 1024 for _, kib in workers],
         "worker_pids": pids,
         "workers_replaced": sorted(set(later) - set(pids)),
+        "other_cores": watch.other_cores,
     }
 
 
@@ -197,15 +254,21 @@ async def _warm_up(
     folder: Path,
     warm_doc: BundleDocument,
 ) -> None:
-    """A small merge in several volumes: every render process imports and loads its fonts.
+    """Every render process lays out a small bundle; then one small merge end to end.
 
-    Volumes are sent to the pool together, so each process gets one while there are at
-    least as many volumes as processes; the parent builds its font coverage and templates.
+    The volumes are sent together, one per process, so that each process imports
+    WeasyPrint and loads its fonts; the merge builds this process's font coverage and
+    templates and runs the footer and join steps once.
     """
-    warm = settings.model_copy(update={"volume_pages": WARMUP_VOLUME_PAGES})
-    merged = await Merger(pool, templates, warm, folder).merge(warm_doc)
-    if merged.volumes < pool.size:
-        progress(f"merge: warm-up had {merged.volumes} volumes for {pool.size} processes")
+    folder.mkdir(parents=True, exist_ok=True)
+    html = render_bundle_html(warm_doc, templates)
+    await asyncio.gather(
+        *(
+            pool.run("warm-up", volumes.render_volume, html, templates, folder / f"w{n}.pdf")
+            for n in range(pool.size)
+        )
+    )
+    merged = await Merger(pool, templates, settings, folder).merge(warm_doc)
     merged.path.unlink(missing_ok=True)
 
 
@@ -290,6 +353,7 @@ def _memory(
             "memory_mb_limit_per_process": settings.memory_mb,
             "pdf_bytes": extra["pdf_bytes"],
             "parent_peak_rss_delta_mib": sample.rss_delta_kib / 1024,
+            "other_cores": extra["other_cores"],
             "runs": 1,
         },
         work=sample.work,
@@ -330,6 +394,7 @@ def _speed_notes(base: Side, ours: Side, html_seconds: float) -> list[str]:
         f" took {html_seconds:.2f} s; ours does the same grouping and templating inside its time",
     ]
     notes.append(_worker_peaks("1 process", ours))
+    notes.append(_others(base, ours))
     return notes
 
 
@@ -339,7 +404,20 @@ def _scaling_notes(one: Side, two: Side) -> list[str]:
         _worker_peaks("2 processes", two),
         f"starting and warming up a pool took {min(ready):.1f}-{max(ready):.1f} s per run,"
         " outside the timing",
+        _others(one, two),
     ]
+
+
+def _others(base: Side, ours: Side) -> str:
+    """What the rest of the machine used during the timed runs of both sides."""
+
+    def cores(side: Side) -> str:
+        return ", ".join(f"{s.extra['other_cores']:.2f}" for s in side.samples)
+
+    return (
+        f"other processes on this machine used on average [{cores(base)}] cores during the"
+        f" baseline runs and [{cores(ours)}] during ours (of {os.cpu_count()})"
+    )
 
 
 def _worker_peaks(what: str, side: Side) -> str:

@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py            # all benchmarks, full sizes, 3 repetitions
     .venv/bin/python bench/run.py --quick    # small sizes, one repetition (under a minute)
     .venv/bin/python bench/run.py --only render --json
+    .venv/bin/python bench/run.py --only merge   # starts render processes (spawn)
 
 Progress goes to stderr; the table (or with --json the results) to stdout. The results
 are also written to bench/results/latest.json.
@@ -26,16 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import bench_intake
+import bench_merge
 import bench_render
-from harness import Result, progress, table
+from harness import Report, progress, table
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "latest.json"
 
-Runner = Callable[..., Result]
+Runner = Callable[..., Report | list[Report]]  # some benchmarks report several results
 BENCHMARKS: dict[str, Runner] = {
     "intake": bench_intake.run,
     "render": bench_render.run,
+    "merge": bench_merge.run,
 }
 
 
@@ -49,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     reps = 1 if args.quick else 3
     names = [args.only] if args.only else list(BENCHMARKS)
     started = time.perf_counter()
-    results: list[Result] = []
+    results: list[Report] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name in names:
             progress(f"== {name} ({'quick' if args.quick else 'full'}, {reps} rep(s))")
-            results.append(BENCHMARKS[name](quick=args.quick, reps=reps, work_dir=Path(tmp)))
+            done = BENCHMARKS[name](quick=args.quick, reps=reps, work_dir=Path(tmp))
+            results.extend(done if isinstance(done, list) else [done])
     elapsed = time.perf_counter() - started
     progress(f"== done in {elapsed:.1f} s")
 

@@ -10,6 +10,7 @@ fits the facility's limit. Every layout runs in the render pool, never in the ev
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +20,15 @@ from delivery.config import RenderSettings
 from delivery.errors import RenderError
 from delivery.models import RecipientKind
 from delivery.render import grouping, volumes
-from delivery.render.blocks import Block, NameBlock
+from delivery.render.blocks import Block, Line, NameBlock, TextBlock
 from delivery.render.bundle import BundleDocument, bundle_context, manifest, template_version
 from delivery.render.env import make_environment, render_template
 from delivery.render.fonts import preflight
 
 R = TypeVar("R")
 LINES_PER_PAGE = 52  # body lines on an A4 page in base.css, for cutting volumes
-PX_PER_MM = 96 / 25.4
-PAGE_MARGINS_MM = (20, 22)  # top and bottom, as in page.css
+CHARS_PER_LINE = 95  # characters on one body line
+NAMES_PER_PAGE = 150  # signatory names on a page, three columns
 
 
 class Runner(Protocol):
@@ -98,17 +99,34 @@ class Merger:
         self.env = make_environment(templates)
 
     async def merge(self, doc: BundleDocument) -> Merged:
-        blocks = grouping.build_blocks(doc.messages, doc.recipient.kind)
+        """The bundle's final PDF (in the work folder), or RenderError naming the bundle."""
+        limit = doc.recipient.page_limit if doc.recipient.kind is RecipientKind.PRISON else None
+        per_part = grouping.DEFAULT_NAMES_PER_PART
+        if limit:  # signatory lists in parts that fit an envelope's pages
+            per_part = min(per_part, max(20, (2 * limit - 1) * NAMES_PER_PAGE // 2))
+        blocks = grouping.build_blocks(doc.messages, doc.recipient.kind, names_per_part=per_part)
         preflight(printed_texts(doc, blocks), what=f"bundle {doc.bundle_id}")
         version = template_version(self.templates)
         base = bundle_context(doc)
-        limit = doc.recipient.page_limit
-        if doc.recipient.kind is RecipientKind.PRISON and limit:
-            return await self._envelopes(doc, blocks, base, version, 2 * limit)
-        ranges = plan_volumes(blocks, target_lines=self.settings.volume_pages * LINES_PER_PAGE)
-        if len(ranges) == 1:
-            return await self._single(doc, blocks, base, version)
-        return await self._volumes(doc, blocks, ranges, base, version)
+        try:
+            if limit:
+                return await self._envelopes(doc, blocks, base, version, 2 * limit)
+            ranges = plan_volumes(blocks, target_lines=self.settings.volume_pages * LINES_PER_PAGE)
+            if len(ranges) == 1:
+                return await self._single(doc, blocks, base, version)
+            return await self._volumes(doc, blocks, ranges, base, version)
+        except BaseException:
+            self._clean(doc, keep_final=False)
+            raise
+
+    def _clean(self, doc: BundleDocument, *, keep_final: bool) -> None:
+        """Remove the bundle's scratch PDFs (they hold supporters' text)."""
+        if not self.workdir.is_dir():
+            return
+        final = self._path(doc, "final")
+        for path in self.workdir.glob(f"{doc.bundle_id}.*.pdf"):
+            if not (keep_final and path == final):
+                path.unlink(missing_ok=True)
 
     def _html(
         self,
@@ -225,8 +243,7 @@ class Merger:
             out=self._path(doc, "final"),
         )
         total = await self.runner.run(f"bundle {doc.bundle_id} join", volumes.finish, spec)
-        for path in (*parts, *stamps):
-            path.unlink(missing_ok=True)
+        self._clean(doc, keep_final=True)
         return Merged(
             path=spec.out,
             pages=total,
@@ -246,25 +263,84 @@ class Merger:
         version: str,
         max_pages: int,
     ) -> Merged:
-        label = f"bundle {doc.bundle_id}"
-        measured = await self.runner.run(
-            f"{label} measure",
-            volumes.render_volume,
-            self._html(base, blocks, first=True, footer=True),
-            self.templates,
-            self._path(doc, "measure"),
-        )
-        measured.path.unlink(missing_ok=True)
-        heights, lead = _heights(blocks, measured)
-        capacity = (max_pages - 1) * _content_height(measured.page_height)
-        groups = _pack(heights, capacity, first_lead=lead)
-        for _attempt in range(4):
+        """Envelopes of at most ``max_pages`` pages, each a complete document with its cover.
+
+        Envelopes are filled one after another by laying out what might fit and keeping
+        the blocks that did; then all are rendered again with "envelope k of n".
+        """
+        cut = split_long_texts(blocks, max_lines=(max_pages - 1) * LINES_PER_PAGE)
+        groups = await self._fill_envelopes(doc, cut, base, max_pages)  # may cut texts further
+        blocks = renumber_parts(cut)
+        for _attempt in range(3):
             rendered = await self._render_envelopes(doc, blocks, base, groups)
             over = [i for i, v in enumerate(rendered) if v.pages > max_pages]
             if not over:
                 return await self._finish_envelopes(doc, blocks, groups, rendered, version)
-            groups = _repack(groups, over)
-        raise RenderError(f"{label}: cannot fit the messages into envelopes of {max_pages} pages")
+            groups = _halve(groups, over, doc.bundle_id)
+        raise RenderError(
+            f"bundle {doc.bundle_id}: cannot fit the messages into envelopes of {max_pages} pages"
+        )
+
+    async def _fill_envelopes(
+        self, doc: BundleDocument, blocks: list[Block], base: dict[str, Any], max_pages: int
+    ) -> list[list[int]]:
+        groups: list[list[int]] = []
+        start = 0
+        while start < len(blocks):
+            stop = _window(blocks, start, max_lines=max_pages * LINES_PER_PAGE * 3 // 2)
+            number = len(groups) + 1
+            fit = await self._fit(doc, base, blocks[start:stop], number, max_pages)
+            if fit == 0 and not groups:
+                groups.append([])  # the cover and the countries fill the first envelope
+                continue
+            if fit == 0 and (halves := _halve_text(blocks[start])):
+                blocks[start : start + 1] = halves  # a long text: in two parts, then try again
+                continue
+            if fit == 0:
+                ids = ", ".join(str(m) for m in blocks[start].message_ids[:5])
+                raise RenderError(
+                    f"bundle {doc.bundle_id}: message {ids} needs more than the {max_pages} pages"
+                    " an envelope may hold, even on its own"
+                    f" (the facility's limit is {max_pages // 2} sheets)"
+                )
+            groups.append(list(range(start, start + fit)))
+            start += fit
+        return groups or [[]]
+
+    async def _fit(
+        self,
+        doc: BundleDocument,
+        base: dict[str, Any],
+        candidates: Sequence[Block],
+        number: int,
+        max_pages: int,
+    ) -> int:
+        """How many of ``candidates`` envelope ``number`` can hold, by laying them out."""
+        fit = await self._layout_fit(doc, base, candidates, number, max_pages)
+        if fit < len(candidates):  # where a block ends is only known by laying out without the next
+            longer = await self._layout_fit(doc, base, candidates[: fit + 1], number, max_pages)
+            fit = max(fit, longer)
+        return fit
+
+    async def _layout_fit(
+        self,
+        doc: BundleDocument,
+        base: dict[str, Any],
+        candidates: Sequence[Block],
+        number: int,
+        max_pages: int,
+    ) -> int:
+        html = self._html(
+            base, candidates, first=True, footer=True, envelope={"number": number, "of": number}
+        )
+        laid = await self.runner.run(
+            f"bundle {doc.bundle_id} envelope {number}",
+            volumes.render_volume,
+            html,
+            self.templates,
+            self._path(doc, f"fill{number}"),
+        )
+        return _fitting(candidates, laid, max_pages)
 
     async def _render_envelopes(
         self,
@@ -304,7 +380,7 @@ class Merger:
         pages: dict[int, int] = {}
         first = 1
         for n, (group, volume) in enumerate(zip(groups, rendered, strict=True), start=1):
-            ids = tuple(m for i in group for m in blocks[i].message_ids)
+            ids = tuple(dict.fromkeys(m for i in group for m in blocks[i].message_ids))
             envelopes.append(
                 Envelope(
                     number=n,
@@ -316,7 +392,8 @@ class Merger:
             )
             for i in group:
                 page = first - 1 + volume.anchors.get(blocks[i].anchor, 1)
-                pages.update(dict.fromkeys(blocks[i].message_ids, page))
+                for message_id in blocks[i].message_ids:
+                    pages.setdefault(message_id, page)  # a message split in parts: where it starts
             first += volume.pages + volume.pages % 2  # each envelope starts on a new sheet
         blank_after = tuple(
             i for i, v in enumerate(rendered) if v.pages % 2 and i < len(rendered) - 1
@@ -333,6 +410,122 @@ class Merger:
         )
 
 
+def split_long_texts(blocks: Sequence[Block], *, max_lines: int) -> list[Block]:
+    """Personal texts longer than ``max_lines`` cut into parts, so each fits an envelope."""
+    out: list[Block] = []
+    for block in blocks:
+        if (
+            isinstance(block, NameBlock)
+            or block.shared
+            or grouping.estimate_lines(block) <= max_lines
+        ):
+            out.append(block)
+            continue
+        chunks = _line_chunks(block.lines, max_chars=max(200, max_lines * CHARS_PER_LINE))
+        for number, chunk in enumerate(chunks, start=1):
+            out.append(
+                dataclasses.replace(
+                    block,
+                    anchor=f"{block.anchor}-{number}",
+                    lines=chunk,
+                    part=number,
+                    parts=len(chunks),
+                )
+            )
+    return out
+
+
+def _halve_text(block: Block) -> list[Block]:
+    """A personal text in two parts of about half its length; [] when it cannot be cut."""
+    if isinstance(block, NameBlock) or block.shared:
+        return []
+    size = sum(len(line.text) for line in block.lines)
+    chunks = _line_chunks(block.lines, max_chars=max(1, size // 2 + 1))
+    if len(chunks) < 2:
+        return []
+    return [
+        dataclasses.replace(block, anchor=f"{block.anchor}.{n}", lines=chunk)
+        for n, chunk in enumerate(chunks, start=1)
+    ]
+
+
+def renumber_parts(blocks: Sequence[Block]) -> list[Block]:
+    """Number the parts of every personal text cut for envelopes: part k of n, in order."""
+    counts: dict[tuple[int, ...], int] = {}
+    for block in blocks:
+        if isinstance(block, TextBlock) and not block.shared:
+            counts[block.message_ids] = counts.get(block.message_ids, 0) + 1
+    seen: dict[tuple[int, ...], int] = {}
+    out: list[Block] = []
+    for block in blocks:
+        if isinstance(block, TextBlock) and not block.shared and counts[block.message_ids] > 1:
+            seen[block.message_ids] = seen.get(block.message_ids, 0) + 1
+            block = dataclasses.replace(
+                block, part=seen[block.message_ids], parts=counts[block.message_ids]
+            )
+        out.append(block)
+    return out
+
+
+def _line_chunks(lines: Sequence[Line], *, max_chars: int) -> list[tuple[Line, ...]]:
+    """Lines regrouped into chunks of about ``max_chars``; an over-long line cut at spaces."""
+    pieces: list[Line] = []
+    for line in lines:
+        text = line.text
+        while len(text) > max_chars:
+            cut = text.rfind(" ", 0, max_chars)
+            cut = cut if cut > max_chars // 2 else max_chars
+            pieces.append(dataclasses.replace(line, text=text[:cut].rstrip()))
+            text = text[cut:].lstrip()
+        pieces.append(dataclasses.replace(line, text=text))
+    chunks: list[list[Line]] = [[]]
+    size = 0
+    for piece in pieces:
+        if chunks[-1] and size + len(piece.text) > max_chars:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(piece)
+        size += len(piece.text) + CHARS_PER_LINE  # a paragraph ends its line
+    return [tuple(c) for c in chunks if c]
+
+
+def _window(blocks: Sequence[Block], start: int, *, max_lines: int) -> int:
+    """End of the run of blocks from ``start`` estimated to fill ``max_lines`` (at least one)."""
+    lines = 0
+    for index in range(start, len(blocks)):
+        lines += grouping.estimate_lines(blocks[index])
+        if lines > max_lines:
+            return max(index, start + 1)
+    return len(blocks)
+
+
+def _fitting(candidates: Sequence[Block], laid: volumes.VolumeResult, max_pages: int) -> int:
+    """How many leading blocks end within ``max_pages`` pages of this layout."""
+    laid.path.unlink(missing_ok=True)
+    if laid.pages <= max_pages:
+        return len(candidates)
+    for count in range(len(candidates) - 1, 0, -1):
+        if laid.anchors.get(candidates[count].anchor, max_pages + 1) <= max_pages:
+            return count
+    return 0
+
+
+def _halve(groups: list[list[int]], over: Sequence[int], bundle_id: str) -> list[list[int]]:
+    """Split every overfull envelope in two."""
+    result: list[list[int]] = []
+    for index, group in enumerate(groups):
+        if index not in over:
+            result.append(group)
+            continue
+        if len(group) < 2:
+            raise RenderError(
+                f"bundle {bundle_id}: envelope {index + 1} holds one text that is too long"
+            )
+        middle = len(group) // 2
+        result.extend([group[:middle], group[middle:]])
+    return result
+
+
 def _block_pages(
     blocks: Sequence[Block], rendered: Sequence[volumes.VolumeResult]
 ) -> dict[int, int]:
@@ -346,51 +539,3 @@ def _block_pages(
                 pages.update(dict.fromkeys(block.message_ids, offset + page))
         offset += volume.pages
     return pages
-
-
-def _content_height(page_height: float) -> float:
-    return page_height - sum(PAGE_MARGINS_MM) * PX_PER_MM
-
-
-def _heights(blocks: Sequence[Block], measured: volumes.VolumeResult) -> tuple[list[float], float]:
-    """Each block's printed height, and the height before the first block (countries)."""
-    content = _content_height(measured.page_height)
-    top = PAGE_MARGINS_MM[0] * PX_PER_MM
-
-    def position(anchor: str) -> float:
-        page = measured.anchors[anchor]
-        return (page - 2) * content + measured.anchor_tops[anchor] - top  # page 1 is the cover
-
-    starts = [position(b.anchor) for b in blocks]
-    end = (measured.pages - 1) * content
-    heights = [max(0.0, b - a) for a, b in zip(starts, [*starts[1:], end], strict=True)]
-    return heights, starts[0] if starts else 0.0
-
-
-def _pack(heights: Sequence[float], capacity: float, *, first_lead: float) -> list[list[int]]:
-    """Greedy: consecutive blocks into envelopes of at most ``capacity`` content height."""
-    groups: list[list[int]] = [[]]
-    used = first_lead
-    for index, height in enumerate(heights):
-        if groups[-1] and used + height > capacity:
-            groups.append([])
-            used = 0.0
-        groups[-1].append(index)
-        used += height
-    return [g for g in groups if g] or [[]]
-
-
-def _repack(groups: list[list[int]], over: Sequence[int]) -> list[list[int]]:
-    """Move the last block of every overfull envelope to the start of the next one."""
-    result = [list(g) for g in groups]
-    for index in sorted(over, reverse=True):
-        if len(result[index]) < 2:
-            raise RenderError(
-                f"envelope {index + 1}: a single message is longer than the page limit"
-            )
-        moved = result[index].pop()
-        if index + 1 < len(result):
-            result[index + 1].insert(0, moved)
-        else:
-            result.append([moved])
-    return result

@@ -121,6 +121,7 @@ def _page_size(page: pikepdf.Page) -> tuple[float, float]:
 
 
 def _stamp(joined: pikepdf.Pdf, stamps: Sequence[Path]) -> None:
+    """Draw footer page k over bundle page k, under a fixed resource name (reproducible)."""
     if not stamps:
         return
     number = 0
@@ -129,12 +130,22 @@ def _stamp(joined: pikepdf.Pdf, stamps: Sequence[Path]) -> None:
             for stamp in stamp_pdf.pages:
                 if number >= len(joined.pages):
                     raise RenderError("more footer pages than bundle pages")
-                joined.pages[number].add_overlay(stamp, None)
+                _overlay(joined, joined.pages[number], stamp, number)
                 number += 1
     if number != len(joined.pages):
         raise RenderError(
             f"footer pages ({number}) do not match bundle pages ({len(joined.pages)})"
         )
+
+
+def _overlay(joined: pikepdf.Pdf, page: pikepdf.Page, stamp: pikepdf.Page, number: int) -> None:
+    # Pages of one volume share their resources: every footer needs a name of its own.
+    form = joined.copy_foreign(stamp.as_form_xobject())
+    name = page.add_resource(form, pikepdf.Name.XObject, pikepdf.Name(f"/FxFooter{number}"))
+    page.contents_add(joined.make_stream(b"q\n"), prepend=True)  # keep the page's own state
+    page.contents_add(
+        joined.make_stream(b"\nQ q " + bytes(name.unparse()) + b" Do Q"), prepend=False
+    )
 
 
 def _describe(pdf: pikepdf.Pdf, spec: Finish) -> None:
