@@ -50,13 +50,13 @@ from delivery.render.merge import LINES_PER_PAGE, Merger, plan_volumes
 from delivery.render.pool import RenderPool
 
 # Sizes in messages for the first authority of the demo campaign. Its bundle is almost all
-# signatory and name lists (no personal notes are addressed to an authority), about 175
+# signatory and name lists (no personal notes are addressed to an authority), about 170
 # messages to a page.
-DEFAULT_MESSAGES = 60_000  # about 340 pages, 7 volumes of 50 pages
+DEFAULT_MESSAGES = 60_000  # about 340 pages, 8 volumes of 50 pages
 QUICK_MESSAGES = 30_000  # about 175 pages, 4 volumes of 50 pages
 VOLUME_PAGES = 50  # for the throughput and scaling runs, so that there are several volumes
-MEMORY_MESSAGES = 100_000  # about 570 pages, 3 volumes at the default 250 pages
-QUICK_MEMORY_MESSAGES = 20_000  # about 115 pages, one volume at the default 250 pages
+MEMORY_MESSAGES = 100_000  # about 565 pages, 8 volumes at the default 80 pages
+QUICK_MEMORY_MESSAGES = 20_000  # about 115 pages, 2 volumes at the default 80 pages
 WARMUP_MESSAGES = 300  # a small bundle that starts every render process's WeasyPrint
 
 SPEED_TARGET = Target(">=", 0.9)

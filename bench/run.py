@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             if not r.peak_reset:
                 print(f"{r.name}: peak RSS could not be reset between runs; deltas after the")
                 print(f"{r.name}: first big run understate (ru_maxrss only ever grows)")
-        print(f"ratio = ours/baseline throughput (1.0 = as fast as the baseline); see {RESULTS}")
+        print("ratio = ours/baseline throughput (1.0 = as fast as the baseline); for a memory")
+        print(f"benchmark, the largest peak over its limit; see {RESULTS}")
     return 0
 
 

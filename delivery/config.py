@@ -51,7 +51,7 @@ class ReviewSettings(BaseModel):
 
 class RenderSettings(BaseModel):
     processes: int = Field(default=0, ge=0)  # 0: one per core
-    volume_pages: int = Field(default=250, ge=10)  # pages a volume aims at before joining
+    volume_pages: int = Field(default=80, ge=10)  # pages per volume: ~3 MB of memory per page
     cpu_seconds: int = Field(default=600, ge=1)  # per render job, enforced by the kernel
     memory_mb: int = Field(default=2_000, ge=200)  # address space (not RSS) per render process
     wall_seconds: float = Field(default=900.0, gt=0)  # per render job, from the parent
