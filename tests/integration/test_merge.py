@@ -727,3 +727,22 @@ def test_five_thousand_messages_print_each_prewritten_text_once(tmp_path: Path) 
     assert read.manifest["message_count"] == 5000
     assert len({entry["id"] for entry in read.manifest["messages"]}) == 5000
     assert_numbered(read, doc.bundle_id)
+
+
+def test_a_hundred_thousand_character_message_is_printed_whole(tmp_path: Path) -> None:
+    """Intake caps bodies at 20,000 characters by default; the renderer copes with more."""
+    letters = "abcdefghij"
+    words = ["".join(letters[int(d)] for d in f"{i:05d}") for i in range(16_000)]
+    body = "{{ 7*7 }} " + " ".join(words)  # six characters a word: about 96,000 in all
+    body += " " + "solidarity " * 500
+    assert len(body) > 100_000
+    doc = document("bnd-huge-letter", [message(1, body), message(2, note(2))])
+    (merged,) = merge_in_pool(RenderSettings(processes=2), [(doc, tmp_path / "work")])
+    read = read_back(merged)
+    text = " ".join(read.text.split())
+    assert text.count("{{ 7*7 }}") == 1
+    assert "49" not in text
+    assert "aaaaa" in text  # the first word
+    assert "bfjjj" in text  # the last: 15999
+    assert text.count("solidarity") == 500
+    assert merged.pages > 15  # about 6,000 characters a page
