@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
+from delivery.models import MESSAGE_COLUMNS
+
 __all__ = ["DEMO_CAMPAIGN_TOML", "generate_messages", "write_messages_csv"]
 
 DEMO_CAMPAIGN_TOML: str = (
@@ -27,20 +29,7 @@ DEMO_CAMPAIGN_TOML: str = (
 )
 
 
-_CSV_FIELDS = (
-    "external_id",
-    "case",
-    "to",
-    "supporter_name",
-    "supporter_email",
-    "supporter_city",
-    "supporter_country",
-    "language",
-    "kind",
-    "body",
-    "submitted_at",
-    "event",
-)
+_CSV_FIELDS = MESSAGE_COLUMNS
 _START = datetime(2026, 11, 20, tzinfo=UTC)
 _SPAN_SECONDS = 31 * 24 * 3600  # 2026-11-20 00:00:00 up to 2026-12-20 23:59:59
 _HUMAN_RIGHTS_DAY = datetime(2026, 12, 10, tzinfo=UTC)

@@ -25,22 +25,9 @@ from email_validator import EmailNotValidError, validate_email
 from delivery.campaign import LANGUAGE_RE, is_country
 from delivery.config import IntakeSettings
 from delivery.errors import InputError
-from delivery.models import Campaign, MessageDraft, MessageKind, Recipient
+from delivery.models import MESSAGE_COLUMNS, Campaign, MessageDraft, MessageKind, Recipient
 
-COLUMNS = (
-    "external_id",
-    "case",
-    "to",
-    "supporter_name",
-    "supporter_email",
-    "supporter_city",
-    "supporter_country",
-    "language",
-    "kind",
-    "body",
-    "submitted_at",
-    "event",
-)
+COLUMNS = MESSAGE_COLUMNS
 REQUIRED_COLUMNS = (
     "external_id",
     "case",

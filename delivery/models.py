@@ -10,6 +10,22 @@ from datetime import datetime
 
 from delivery.errors import InvalidTransitionError
 
+# The columns of a message file (CSV header or JSON keys), in their documented order.
+MESSAGE_COLUMNS = (
+    "external_id",
+    "case",
+    "to",
+    "supporter_name",
+    "supporter_email",
+    "supporter_city",
+    "supporter_country",
+    "language",
+    "kind",
+    "body",
+    "submitted_at",
+    "event",
+)
+
 
 class RecipientKind(enum.StrEnum):
     AUTHORITY = "authority"  # government desk: case, demand and count
