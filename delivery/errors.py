@@ -50,6 +50,22 @@ class PermanentChannelError(ChannelError, PermanentError):
     """The channel refused it for good (5xx, invalid number)."""
 
 
+class AmbiguousDeliveryError(ChannelError):
+    """The provider may have accepted it (a connection lost after the end of DATA).
+
+    Neither transient nor permanent: the delivery's state is unknown, and it is settled by
+    reconciliation or a person, never by a blind resend.
+    """
+
+
+class ChannelSetupError(PermanentChannelError):
+    """The channel cannot work as configured (TLS, certificate, credentials, host).
+
+    About the settings, not the parcel: every parcel would fail the same way, so the run
+    stops and the deliveries wait for an operator.
+    """
+
+
 class LedgerError(PermanentError):
     """The ledger chain or an artefact does not match what was recorded."""
 

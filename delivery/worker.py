@@ -23,8 +23,15 @@ from delivery.channels.base import Channel, Parcel
 from delivery.channels.email import EmailSpool
 from delivery.channels.fax import FaxSpool
 from delivery.channels.post import PostSpool
+from delivery.channels.smtp import SmtpChannel
 from delivery.config import Settings
-from delivery.errors import DeliveryError, PermanentError, TransientError
+from delivery.errors import (
+    AmbiguousDeliveryError,
+    ChannelSetupError,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+)
 from delivery.ledger import Entry
 from delivery.models import Campaign, ChannelName, DeliveryState, Recipient
 from delivery.outbox import Artefact, LocalOutbox
@@ -33,6 +40,7 @@ from delivery.render.email import compose_email
 from delivery.render.merge import Merged, Merger
 from delivery.render.pool import RenderPool
 from delivery.render.volumes import manifest_bytes
+from delivery.retry import RetryPolicy
 from delivery.store import Store
 from delivery.store.work import BundleRow, DeliveryRow
 
@@ -72,6 +80,7 @@ class Worker:
         self.outbox = LocalOutbox(settings.outbox_path)
         self.progress = progress
         self.actor = f"worker@{os.uname().nodename}:{os.getpid()}"
+        self.retry = RetryPolicy()
 
     async def run_once(self, *, on_demand: bool = False) -> RunSummary:
         """Drain everything due now, then return what was done."""
@@ -208,11 +217,20 @@ class Worker:
             )
         channels = self._channels()
         ready = await asyncio.to_thread(
-            self.store.deliveries_in, (DeliveryState.QUEUED, DeliveryState.SENDING)
+            self.store.deliveries_in,
+            (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED),
         )
-        for delivery in ready:
-            state = await self._send(campaign, channels[delivery.channel], delivery, summary)
-            summary.deliveries[f"{delivery.channel}:{state}"] += 1
+        now = datetime.now(UTC)
+        try:
+            for delivery in ready:
+                state = await self._attempt(
+                    campaign, channels[delivery.channel], delivery, now, summary
+                )
+                if state:
+                    summary.deliveries[f"{delivery.channel}:{state}"] += 1
+        except ChannelSetupError as exc:  # the settings, not the parcel: stop, keep them waiting
+            summary.errors.append(str(exc))
+            self.progress(f"STOPPED: {exc}")
         for channel in channels.values():
             artefacts = await channel.close()
             if artefacts:
@@ -220,16 +238,45 @@ class Worker:
 
     def _channels(self) -> dict[ChannelName, Channel]:
         job = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
+        email: Channel = (
+            SmtpChannel(self.settings.smtp) if self.settings.smtp.host else EmailSpool(self.outbox)
+        )
         return {
-            ChannelName.EMAIL: EmailSpool(self.outbox),
+            ChannelName.EMAIL: email,
             ChannelName.FAX: FaxSpool(self.outbox),
             ChannelName.POST: PostSpool(self.outbox, job_id=job),
         }
 
+    async def _attempt(
+        self,
+        campaign: Campaign,
+        channel: Channel,
+        delivery: DeliveryRow,
+        now: datetime,
+        summary: RunSummary,
+    ) -> str | None:
+        """Send, resume or settle one delivery; None when it is not due yet."""
+        if delivery.state == DeliveryState.SENDING and not isinstance(channel, SPOOLS):
+            # A run stopped after the intent was committed: the provider may have it.
+            detail = "interrupted while sending; the provider may have accepted it"
+            return await self._settle(delivery, DeliveryState.UNKNOWN, detail, summary)
+        if delivery.state == DeliveryState.DEFERRED:
+            if self.retry.exhausted(first_attempt=delivery.created_at, now=now):
+                detail = f"still failing after {self.retry.give_up_after_seconds:.0f} s; given up"
+                return await self._settle(delivery, DeliveryState.FAILED, detail, summary)
+            if not self.retry.due(
+                key=delivery.id,
+                attempts=delivery.attempts,
+                last_attempt=delivery.updated_at,
+                now=now,
+            ):
+                return None
+        return await self._send(campaign, channel, delivery, summary)
+
     async def _send(
         self, campaign: Campaign, channel: Channel, delivery: DeliveryRow, summary: RunSummary
     ) -> str:
-        if delivery.state == DeliveryState.QUEUED:
+        if delivery.state in (DeliveryState.QUEUED, DeliveryState.DEFERRED):
             moved = await asyncio.to_thread(
                 self.store.transition, delivery.id, DeliveryState.SENDING, actor=self.actor
             )
@@ -240,6 +287,17 @@ class Worker:
             receipt = await channel.send(parcel)
         except TransientError as exc:
             return await self._settle(delivery, DeliveryState.DEFERRED, str(exc), summary)
+        except AmbiguousDeliveryError as exc:
+            return await self._settle(delivery, DeliveryState.UNKNOWN, str(exc), summary)
+        except ChannelSetupError:
+            await asyncio.to_thread(
+                self.store.transition,
+                delivery.id,
+                DeliveryState.DEFERRED,
+                actor=self.actor,
+                detail="channel not usable as configured; waiting for an operator",
+            )
+            raise
         except (PermanentError, OSError) as exc:
             return await self._settle(delivery, DeliveryState.FAILED, str(exc), summary)
         await asyncio.to_thread(
@@ -324,6 +382,9 @@ class Worker:
                     )
                 ],
             )
+
+
+SPOOLS = (EmailSpool, FaxSpool, PostSpool)  # writing a spool file again is harmless
 
 
 def _recipient(campaign: Campaign, case_slug: str, slug: str) -> Recipient:

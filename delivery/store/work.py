@@ -74,6 +74,8 @@ class DeliveryRow:
     state: DeliveryState
     attempts: int
     message_id_header: str
+    created_at: datetime
+    updated_at: datetime
 
 
 class WorkStore(MessageStore):
@@ -592,6 +594,8 @@ def _delivery_row(r: Any) -> DeliveryRow:
         state=DeliveryState(m["state"]),
         attempts=int(m["attempts"]),
         message_id_header=m["message_id_header"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
     )
 
 

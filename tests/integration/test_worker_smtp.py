@@ -1,0 +1,127 @@
+"""The worker with an SMTP server configured: accepted, deferred, and never sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from delivery.campaign import load_campaign
+from delivery.config import Settings
+from delivery.importer import import_messages
+from delivery.models import ChannelName, DeliveryState, ReviewState
+from delivery.store import Store
+from delivery.worker import Worker
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+class Recorder:
+    """An SMTP server's handler: records what arrives, or answers with a set reply."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self.reply = "250 2.0.0 Ok: queued"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.reply.startswith("250"):
+            self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return self.reply
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Recorder, int]]:
+    recorder = Recorder()
+    with socket.socket() as probe:  # a free port: the controller checks it with a connection
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield recorder, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, smtp_server: tuple[Recorder, int]) -> tuple[Settings, Store, Recorder]:
+    recorder, port = smtp_server
+    settings = Settings(
+        outbox=str(tmp_path / "outbox"),
+        render={"processes": 1},
+        smtp={"host": "127.0.0.1", "port": port, "security": "none", "timeout": 10},
+    )
+    store = Store.connect(settings.database_url)
+    campaign = load_campaign(FIXTURES / "campaign_reference.toml")
+    store.save_campaign(campaign, actor="test", source="campaign.toml", sha256="-")
+    import_messages(store, FIXTURES / "messages_sample.csv", source="web", settings=settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    return settings, store, recorder
+
+
+def _email_deliveries(store: Store) -> dict[str, DeliveryState]:
+    states = [s for s in DeliveryState]
+    return {d.slug: d.state for d in store.deliveries_in(states) if d.channel == ChannelName.EMAIL}
+
+
+def test_mail_is_accepted_by_the_server_once(setup: tuple[Settings, Store, Recorder]) -> None:
+    settings, store, recorder = setup
+    worker = Worker(settings, store)
+    asyncio.run(worker.run_once(on_demand=True))
+
+    assert _email_deliveries(store) == {
+        "ru-prosecutor-general": DeliveryState.ACCEPTED,
+        "arkhipov-family": DeliveryState.ACCEPTED,
+    }
+    assert len(recorder.received) == 2
+    for mail_from, rcpt, content in recorder.received:
+        message = email.message_from_bytes(content, policy=email.policy.default)
+        delivery_id = message["Message-ID"].strip("<>").split("@")[0]
+        assert mail_from == f"bounces+{delivery_id}@bounces.example.org"
+        assert rcpt == [message["To"].addresses[0].addr_spec]
+    assert not list(settings.outbox_path.glob("email/**/*.eml"))  # sent, not spooled
+
+    asyncio.run(worker.run_once(on_demand=True))
+    assert len(recorder.received) == 2
+
+
+def test_a_run_stopped_mid_send_leaves_the_delivery_unknown_not_resent(
+    setup: tuple[Settings, Store, Recorder],
+) -> None:
+    settings, store, recorder = setup
+    worker = Worker(settings, store)
+    asyncio.run(worker.run_once(on_demand=True))
+    (family,) = [
+        d for d in store.deliveries_in([DeliveryState.ACCEPTED]) if d.slug == "arkhipov-family"
+    ]
+    with store.engine.begin() as conn:  # as if the process died after committing the intent
+        conn.exec_driver_sql("UPDATE deliveries SET state = 'sending' WHERE id = ?", (family.id,))
+
+    summary = asyncio.run(worker.run_once(on_demand=True))
+
+    assert store.delivery(family.id).state == DeliveryState.UNKNOWN
+    assert summary.deliveries == {"email:unknown": 1}
+    assert len(recorder.received) == 2
+
+
+def test_a_4xx_reply_defers_and_the_retry_waits_its_turn(
+    setup: tuple[Settings, Store, Recorder],
+) -> None:
+    settings, store, recorder = setup
+    recorder.reply = "451 4.3.0 try again later"
+    worker = Worker(settings, store)
+    first = asyncio.run(worker.run_once(on_demand=True))
+    assert first.deliveries["email:deferred"] == 2
+    assert set(_email_deliveries(store).values()) == {DeliveryState.DEFERRED}
+
+    recorder.reply = "250 2.0.0 Ok: queued"
+    again = asyncio.run(worker.run_once(on_demand=True))  # a minute has not passed
+    assert "email:accepted" not in again.deliveries
+    assert recorder.received == []
