@@ -9,8 +9,9 @@ import asyncio
 import functools
 import hashlib
 import json
+import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -32,6 +33,8 @@ from delivery.text_output import (
     show_trace,
     show_verify,
 )
+from delivery.tracking.bounces import BounceTracker, TrackReport
+from delivery.tracking.mailboxes import read_imap, read_maildir, read_mbox
 from delivery.worker import Worker, install_stop_handlers
 
 P = ParamSpec("P")
@@ -445,6 +448,102 @@ def bundles_dissolve(obj: Context, bundle_id: str, as_json: bool) -> None:
         echo_json({"dissolved": bundle_id, "messages": freed})
     else:
         click.echo(f"bundle {bundle_id} dissolved: {freed} messages wait for the next bundle")
+
+
+# -- tracking -----------------------------------------------------------------------------
+
+
+@main.group()
+def track() -> None:
+    """Feed delivery reports back into the deliveries' states.
+
+    \b
+    Example:
+      solidarity track bounces --maildir /var/mail/bounces
+    """
+
+
+@track.command("bounces")
+@click.option(
+    "--maildir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="A Maildir of bounce reports.",
+)
+@click.option(
+    "--mbox",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="An mbox file of bounce reports.",
+)
+@click.option(
+    "--imap",
+    "use_imap",
+    is_flag=True,
+    help="The IMAP mailbox of SOLIDARITY_IMAP__HOST, __USERNAME, __PASSWORD, __FOLDER.",
+)
+@json_option
+@click.pass_obj
+@handle_errors
+def track_bounces(
+    obj: Context, maildir: Path | None, mbox: Path | None, use_imap: bool, as_json: bool
+) -> None:
+    """Read delivery status notifications (RFC 3464) and apply them.
+
+    A failed report with a 5.x.x status makes the delivery bounced; delivered makes it
+    delivered; a delay is noted. Auto-replies are skipped. A report that cannot be read, or
+    names no delivery, is quarantined under outbox/quarantine/bounces/ for a person.
+
+    \b
+    Example:
+      solidarity track bounces --mbox bounces.mbox --json
+    """
+    if sum((maildir is not None, mbox is not None, use_imap)) != 1:
+        raise InputError("track bounces: give exactly one of --maildir, --mbox or --imap")
+    campaign = obj.store.campaign()
+    org = campaign.organisation
+    tracker = BounceTracker(
+        store=obj.store,
+        outbox=LocalOutbox(obj.settings.outbox_path),
+        actor=obj.settings.actor,
+        bounce_domain=org.bounce_domain,
+        keep_addresses=(org.bounce_domain, org.email, org.reply_to),
+    )
+    if maildir is not None:
+        report = tracker.track(read_maildir(maildir))
+    elif mbox is not None:
+        report = tracker.track(read_mbox(mbox))
+    else:
+        report = _track_imap(obj.settings, tracker)
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "nothing"
+    click.echo(f"{report.read} reports read: {counts}")
+    for path in report.quarantined:
+        click.echo(f"  quarantined for a person: {path}")
+
+
+def _track_imap(settings: Settings, tracker: BounceTracker) -> TrackReport:
+    imap = settings.imap
+    if not imap.host:
+        raise InputError(
+            "track bounces --imap: set SOLIDARITY_IMAP__HOST (and __USERNAME, __PASSWORD)"
+        )
+    fetched = read_imap(
+        imap.host,
+        imap.port,
+        imap.username,
+        imap.password.get_secret_value(),
+        imap.folder,
+        ssl_context=ssl.create_default_context(),
+    )
+    marks: dict[str, Callable[[], None]] = {}
+
+    def pairs() -> Iterator[tuple[str, bytes]]:
+        for item in fetched:
+            marks[item.key] = item.done
+            yield item.key, item.raw
+
+    return tracker.track(pairs(), done=lambda key: marks.pop(key)())
 
 
 # -- worker and status --------------------------------------------------------------------

@@ -40,6 +40,14 @@ class SmtpSettings(BaseModel):
     timeout: float = 30.0
 
 
+class ImapSettings(BaseModel):
+    host: str = ""
+    port: int = 993
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    folder: str = "INBOX"
+
+
 class IntakeSettings(BaseModel):
     max_body_chars: int = Field(default=20_000, ge=1)
     max_field_chars: int = Field(default=200, ge=1)
@@ -75,6 +83,7 @@ class Settings(BaseSettings):
     database_url: str = ""
     templates: Path = SHIPPED_TEMPLATES
     smtp: SmtpSettings = SmtpSettings()
+    imap: ImapSettings = ImapSettings()  # the bounce mailbox
     intake: IntakeSettings = IntakeSettings()
     review: ReviewSettings = ReviewSettings()
     render: RenderSettings = RenderSettings()

@@ -467,6 +467,40 @@ class WorkStore(MessageStore):
             )
             return bool(done.rowcount)
 
+    def find_delivery(self, delivery_id: str) -> DeliveryRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(_delivery_query().where(deliveries.c.id == delivery_id)).first()
+        return _delivery_row(row) if row is not None else None
+
+    def note(
+        self,
+        delivery_id: str,
+        *,
+        what: str,
+        detail: str,
+        actor: str,
+        provider_ref: str = "",
+        artefacts: Sequence[Artefact] = (),
+    ) -> None:
+        """A ledger event about a delivery that does not change its state (a delay notice)."""
+        payload = {
+            "detail": detail,
+            "provider_ref": provider_ref,
+            "artefacts": [_artefact(a) for a in artefacts],
+        }
+        with self.transaction() as conn:
+            self.append(
+                conn,
+                [
+                    chain.Entry(
+                        kind=f"note.{what}",
+                        subject=f"delivery:{delivery_id}",
+                        payload=payload,
+                        actor=actor,
+                    )
+                ],
+            )
+
     def delivery_recipient(self, conn: Connection, delivery_id: str) -> int:
         return int(
             conn.execute(

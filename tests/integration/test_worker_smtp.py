@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import mailbox
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,12 @@ from aiosmtpd.controller import Controller
 from delivery.campaign import load_campaign
 from delivery.config import Settings
 from delivery.importer import import_messages
+from delivery.ledger import verify
 from delivery.models import ChannelName, DeliveryState, ReviewState
+from delivery.outbox import LocalOutbox
 from delivery.store import Store
+from delivery.tracking.bounces import BounceTracker
+from delivery.tracking.mailboxes import read_mbox
 from delivery.worker import Worker
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -125,3 +130,52 @@ def test_a_4xx_reply_defers_and_the_retry_waits_its_turn(
     again = asyncio.run(worker.run_once(on_demand=True))  # a minute has not passed
     assert "email:accepted" not in again.deliveries
     assert recorder.received == []
+
+
+DSN = FIXTURES / "dsn"
+
+
+def _report(fixture: str, fixture_id: str, delivery_id: str) -> bytes:
+    return (DSN / fixture).read_bytes().replace(fixture_id.encode(), delivery_id.encode())
+
+
+def test_bounce_reports_move_accepted_mail_and_keep_scrubbed_evidence(
+    setup: tuple[Settings, Store, Recorder], tmp_path: Path
+) -> None:
+    settings, store, _ = setup
+    asyncio.run(Worker(settings, store).run_once(on_demand=True))
+    by_slug = {d.slug: d for d in store.deliveries_in([DeliveryState.ACCEPTED])}
+    family, prosecutor = by_slug["arkhipov-family"], by_slug["ru-prosecutor-general"]
+    mbox = mailbox.mbox(tmp_path / "bounces.mbox")
+    mbox.add(_report("postfix_user_unknown.eml", "dlv-3f9a1c7e52b04d8e61a7", family.id))
+    mbox.add(_report("postfix_delivered.eml", "dlv-9d8c7b6a5f4e3d2c1b0a", prosecutor.id))
+    mbox.add((DSN / "out_of_office.eml").read_bytes())
+    mbox.add((DSN / "garbage.eml").read_bytes())
+    mbox.flush()
+    mbox.close()
+    outbox = LocalOutbox(settings.outbox_path)
+    org = store.campaign().organisation
+    tracker = BounceTracker(
+        store=store,
+        outbox=outbox,
+        bounce_domain=org.bounce_domain,
+        keep_addresses=(org.bounce_domain,),
+        actor="test",
+    )
+
+    first = tracker.track(read_mbox(tmp_path / "bounces.mbox"))
+
+    assert first.outcomes == {"bounced": 1, "delivered": 1, "auto-reply": 1, "quarantined": 1}
+    assert store.delivery(family.id).state == DeliveryState.BOUNCED
+    assert store.delivery(prosecutor.id).state == DeliveryState.DELIVERED
+    (quarantined,) = first.quarantined
+    assert Path(quarantined).is_file()
+    evidence = list(outbox.walk("evidence"))
+    assert len(evidence) == 2
+    for path in evidence:
+        assert b"family.arkhipov@example.net" not in outbox.read(path)
+    assert verify(store.events(), outbox.sha256) == []
+
+    again = tracker.track(read_mbox(tmp_path / "bounces.mbox"))
+    assert again.outcomes["already recorded"] == 2
+    assert store.delivery(family.id).state == DeliveryState.BOUNCED
