@@ -103,7 +103,8 @@ TRANSITIONS: Mapping[DeliveryState, frozenset[DeliveryState]] = {
     _S.SENDING: frozenset(
         {_S.ACCEPTED, _S.DELIVERED, _S.SPOOLED, _S.DEFERRED, _S.FAILED, _S.UNKNOWN}
     ),
-    _S.ACCEPTED: frozenset({_S.DELIVERED, _S.BOUNCED, _S.FAILED, _S.RETURNED}),
+    # ACCEPTED → DEFERRED: a fax gateway took it, then the line was busy; it is tried again.
+    _S.ACCEPTED: frozenset({_S.DELIVERED, _S.BOUNCED, _S.FAILED, _S.RETURNED, _S.DEFERRED}),
     _S.DELIVERED: frozenset({_S.BOUNCED, _S.RETURNED}),
     _S.DEFERRED: frozenset({_S.SENDING, _S.HELD, _S.CANCELLED, _S.FAILED}),
     _S.FAILED: frozenset(),

@@ -4,6 +4,11 @@ Nothing leaves the machine. Each parcel becomes an envelope PDF in ``post/<job>/
 adds ``manifest.csv`` (one row per envelope, safe to open in a spreadsheet) and
 ``README.txt`` (what to print and the return address). Re-sending a parcel rewrites the
 same envelope and replaces its manifest row, so files and rows stay the same.
+
+Every envelope PDF starts with an A4 address sheet whose address block sits in the window
+of the job's envelope type (DIN 5008 form B for C5 and DL, the common US #10 window
+layout for US10), with a blank back so the letter starts on a new sheet. Every PDF has
+an even page count, so printed duplex, no envelope shares a sheet with the next.
 """
 
 from __future__ import annotations
@@ -14,13 +19,33 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pikepdf
+from jinja2.sandbox import SandboxedEnvironment
 
+from delivery.address import (
+    EnvelopeType,
+    country_code,
+    envelope_type,
+    estimated_weight_g,
+    postage_zone,
+    postal_lines,
+)
 from delivery.channels.base import Parcel, Receipt
+from delivery.config import SHIPPED_TEMPLATES
 from delivery.errors import InputError, PermanentChannelError
-from delivery.models import Address, ChannelName, DeliveryState, Organisation, ProofLevel
+from delivery.models import (
+    Address,
+    ChannelName,
+    DeliveryState,
+    Organisation,
+    ProofLevel,
+    Recipient,
+)
 from delivery.outbox import Artefact, LocalOutbox
+from delivery.render.env import make_environment, render_template
+from delivery.render.pdf import html_to_pdf
 
 MANIFEST_COLUMNS = (
     "envelope",
@@ -33,9 +58,14 @@ MANIFEST_COLUMNS = (
     "country",
     "sheets",
     "pages",
+    "weight_g",
+    "postage_zone",
+    "envelope_type",
     "pdf",
     "pdf_sha256",
 )
+ADDRESS_SHEET_TEMPLATE = "address_sheet.html.j2"
+_LONG_BLOCK = 6  # address blocks longer than this are set smaller to fit the window
 # A spreadsheet reads a cell starting with one of these as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # One path component: no separators, no control characters, no leading dot.
@@ -52,14 +82,20 @@ class _Envelope:
     recipient_name: str
     address: Address
     envelope_lines: tuple[str, ...]
-    pages: int
+    pages: int  # every page of the PDF: address sheet, its blank back, the letter
+    postage_zone: str
+    envelope_type: str
     pdf: str
     pdf_sha256: str
 
     @property
     def sheets(self) -> int:
-        """Sheets of paper when printed on both sides."""
+        """Sheets of paper when printed on both sides, the address sheet included."""
         return (self.pages + 1) // 2
+
+    @property
+    def weight_g(self) -> int:
+        return estimated_weight_g(self.sheets, self.envelope_type)
 
     def row(self) -> tuple[str, ...]:
         cells = (
@@ -73,6 +109,9 @@ class _Envelope:
             self.address.country,
             str(self.sheets),
             str(self.pages),
+            str(self.weight_g),
+            self.postage_zone,
+            self.envelope_type,
             self.pdf,
             self.pdf_sha256,
         )
@@ -108,6 +147,66 @@ def _envelope_pdfs(parcel: Parcel) -> list[tuple[str, bytes, int]]:
     return pieces
 
 
+def name_lines(recipient: Recipient) -> tuple[str, ...]:
+    """The addressee above the address: the person (with a prisoner's number), the facility."""
+    first = f"{recipient.name}, {recipient.prisoner_number}"
+    lines = (first if recipient.prisoner_number else recipient.name, recipient.facility)
+    return tuple(line for line in lines if line)
+
+
+def return_line(sender: Organisation, destination: str) -> str:
+    """The organisation's return address on one line, with its country for mail abroad."""
+    lines = postal_lines((sender.name,), sender.address, origin_country=destination)
+    return " · ".join(lines)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddressSheet:
+    """What goes on an envelope's address sheet."""
+
+    reference: str  # the envelope id, so the mailroom can match sheet and manifest row
+    language: str
+    lines: tuple[str, ...]
+    return_line: str
+
+
+def address_sheet_html(env: SandboxedEnvironment, sheet: AddressSheet, kind: EnvelopeType) -> str:
+    return render_template(
+        env,
+        ADDRESS_SHEET_TEMPLATE,
+        language=sheet.language,
+        reference=sheet.reference,
+        lines=sheet.lines,
+        long=len(sheet.lines) > _LONG_BLOCK,
+        return_line=sheet.return_line,
+        css_class=kind.css_class,
+        folds_mm=kind.folds_mm,
+        envelope=kind.code,
+        standard=kind.standard,
+    )
+
+
+def with_address_sheet(sheet_pdf: bytes, letter_pdf: bytes) -> tuple[bytes, int]:
+    """Address sheet, its blank back, the letter, and a blank last page to an even count."""
+    with (
+        pikepdf.Pdf.open(io.BytesIO(sheet_pdf)) as sheet,
+        pikepdf.Pdf.open(io.BytesIO(letter_pdf)) as letter,
+        pikepdf.Pdf.new() as out,
+    ):
+        if len(sheet.pages) != 1:
+            raise PermanentChannelError(f"the address sheet came out as {len(sheet.pages)} pages")
+        out.pages.append(sheet.pages[0])
+        box = sheet.pages[0].mediabox
+        size = (float(box[2]) - float(box[0]), float(box[3]) - float(box[1]))
+        out.add_blank_page(page_size=size)
+        out.pages.extend(letter.pages)
+        if len(out.pages) % 2:
+            out.add_blank_page(page_size=size)
+        buffer = io.BytesIO()
+        out.save(buffer, deterministic_id=True)
+        return buffer.getvalue(), len(out.pages)
+
+
 def _check_parcel(parcel: Parcel) -> Address:
     if parcel.recipient.address is None:
         raise PermanentChannelError(f"{_who(parcel)}: the recipient has no postal address")
@@ -137,15 +236,22 @@ def readme_document(job_id: str, envelopes: Sequence[_Envelope], sender: Organis
         sender_lines = (sender.name, *sender_lines)
     sheets = sum(e.sheets for e in envelopes)
     pages = sum(e.pages for e in envelopes)
+    kind = envelope_type(envelopes[0].envelope_type if envelopes else "C5")
     lines = [
         f"Print job {job_id}",
         "",
         f"{len(envelopes)} envelope(s), {pages} page(s), {sheets} sheet(s) of paper.",
         "",
         "Print every PDF in this folder on A4, duplex (both sides, long edge).",
-        "Each PDF is one envelope: fold it, put it in its own envelope, and post it",
-        "to the address on its first page. manifest.csv lists every envelope with its",
-        "address, page and sheet count, and the SHA-256 of its PDF.",
+        "Each PDF is one envelope. Its first page is the address sheet, with a blank",
+        "back, so the letter starts on a new sheet; every PDF has an even number of",
+        "pages, so printed duplex no envelope shares a sheet with the next.",
+        "",
+        f"Envelopes: {kind.code} windowed, address sheet laid out for {kind.standard}.",
+        "Fold at the marks on the left edge, address sheet on top and facing the window,",
+        "and post each PDF in its own envelope. manifest.csv lists every envelope with",
+        "its address, page and sheet count, estimated weight, postage zone, envelope",
+        "type and the SHA-256 of its PDF.",
         "",
         "Return address (sender):",
         *(f"    {line}" for line in sender_lines),
@@ -159,9 +265,27 @@ class PostSpool:
 
     name = ChannelName.POST
 
-    def __init__(self, outbox: LocalOutbox, *, job_id: str) -> None:
+    def __init__(
+        self,
+        outbox: LocalOutbox,
+        *,
+        job_id: str,
+        templates: Path = SHIPPED_TEMPLATES,
+        envelope: str = "C5",
+        origin_country: str = "GB",
+    ) -> None:
         if not _COMPONENT.fullmatch(job_id):
             raise InputError(f"print job id {job_id!r} is not a safe folder name")
+        try:
+            self._envelope_type = envelope_type(envelope)
+        except ValueError as error:
+            raise InputError(str(error)) from error
+        origin = country_code(origin_country)
+        if origin is None:
+            raise InputError(f"origin country {origin_country!r} is not a known country")
+        self._origin = origin
+        self._templates = templates
+        self._env = make_environment(templates)
         self._outbox = outbox
         self._job_id = job_id
         self._envelopes: dict[str, _Envelope] = {}
@@ -180,7 +304,8 @@ class PostSpool:
         self._sender = parcel.organisation
         pieces = await asyncio.to_thread(_envelope_pdfs, parcel)
         artefacts: list[Artefact] = []
-        for envelope_id, pdf, pages in pieces:
+        for envelope_id, letter, _ in pieces:
+            pdf, pages = await self._envelope_pdf(parcel, address, envelope_id, letter)
             path = f"post/{self._job_id}/{envelope_id}.pdf"
             artefact = await asyncio.to_thread(self._outbox.write, path, pdf)
             artefacts.append(artefact)
@@ -194,6 +319,8 @@ class PostSpool:
                 address=address,
                 envelope_lines=parcel.recipient.envelope_lines(),
                 pages=pages,
+                postage_zone=postage_zone(self._origin, address.country),
+                envelope_type=self._envelope_type.code,
                 pdf=artefact.path,
                 pdf_sha256=artefact.sha256,
             )
@@ -205,6 +332,20 @@ class PostSpool:
             detail=f"{count} envelope{'s' if count != 1 else ''} added to print job {self._job_id}",
             artefacts=tuple(artefacts),
         )
+
+    async def _envelope_pdf(
+        self, parcel: Parcel, address: Address, envelope_id: str, letter: bytes
+    ) -> tuple[bytes, int]:
+        """The envelope's PDF (address sheet first) and its page count."""
+        sheet = AddressSheet(
+            reference=envelope_id,
+            language=parcel.recipient.language or "en",
+            lines=postal_lines(name_lines(parcel.recipient), address, origin_country=self._origin),
+            return_line=return_line(parcel.organisation, address.country),
+        )
+        html = address_sheet_html(self._env, sheet, self._envelope_type)
+        sheet_pdf, _ = await asyncio.to_thread(html_to_pdf, html, templates=self._templates)
+        return await asyncio.to_thread(with_address_sheet, sheet_pdf, letter)
 
     async def close(self) -> tuple[Artefact, ...]:
         if not self._envelopes or self._sender is None:

@@ -9,6 +9,7 @@ import email
 import hashlib
 import io
 import json
+import subprocess
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,6 +21,7 @@ from delivery.channels.base import Parcel, Receipt
 from delivery.channels.email import EmailSpool
 from delivery.channels.fax import FaxSpool
 from delivery.channels.post import PostSpool
+from delivery.config import SHIPPED_TEMPLATES
 from delivery.errors import InputError, PermanentChannelError
 from delivery.models import (
     Address,
@@ -33,6 +35,7 @@ from delivery.models import (
     RecipientKind,
 )
 from delivery.outbox import Artefact, LocalOutbox
+from delivery.render.pdf import html_to_pdf
 
 ORG = Organisation(
     name="Free Voices Network",
@@ -320,7 +323,9 @@ def test_post_spool_writes_envelopes_manifest_and_readme(tmp_path: Path) -> None
     for parcel, receipt in zip(parcels, receipts, strict=True):
         path = f"post/job-2024-05-01/{parcel.delivery_id}.pdf"
         assert_spooled(receipt, path)
-        assert outbox.read(path) == parcel.pdf
+        written = PdfReader(io.BytesIO(outbox.read(path)))
+        assert len(written.pages) % 2 == 0  # address sheet, blank back, letter, blank
+        assert len(written.pages) == 2 + parcel.pages + parcel.pages % 2
     assert [a.path for a in artefacts] == [
         "post/job-2024-05-01/manifest.csv",
         "post/job-2024-05-01/README.txt",
@@ -330,7 +335,10 @@ def test_post_spool_writes_envelopes_manifest_and_readme(tmp_path: Path) -> None
     assert raw.startswith(b"\xef\xbb\xbfenvelope,delivery,bundle,case,")
     assert raw.count(b"\r\n") == 4
     assert [r["envelope"] for r in rows] == ["dlv-0001", "dlv-0002", "dlv-0003"]
-    assert [(r["pages"], r["sheets"]) for r in rows] == [("4", "2"), ("1", "1"), ("3", "2")]
+    assert [(r["pages"], r["sheets"]) for r in rows] == [("6", "3"), ("4", "2"), ("6", "3")]
+    assert [r["weight_g"] for r in rows] == ["25", "20", "25"]  # 5 g a sheet, 10 g the C5
+    assert {r["postage_zone"] for r in rows} == {"world"}
+    assert {r["envelope_type"] for r in rows} == {"C5"}
     first = rows[0]
     assert first["address"] == (
         "Office of the Prosecutor / 12 Justice Avenue / 10001 Capital City / Examplestan"
@@ -364,9 +372,11 @@ def test_post_readme_counts_and_return_address(tmp_path: Path) -> None:
     asyncio.run(channel.close())
 
     readme = outbox.read("post/job-1/README.txt").decode("utf-8")
-    assert "3 envelope(s), 8 page(s), 5 sheet(s)" in readme
+    assert "3 envelope(s), 16 page(s), 8 sheet(s)" in readme
     assert "A4" in readme
     assert "duplex" in readme
+    assert "C5 windowed" in readme
+    assert "DIN 5008 form B" in readme
     for line in ORG.address.lines():
         assert line in readme
 
@@ -421,11 +431,11 @@ def test_a_bundle_in_envelopes_becomes_one_pdf_and_row_per_envelope(tmp_path: Pa
         "post/job-e/dlv-0009-e2.pdf",
     ]
     pages = [len(PdfReader(io.BytesIO(outbox.read(a.path))).pages) for a in receipt.artefacts]
-    assert pages == [3, 2]
+    assert pages == [6, 4]  # address sheet and its back first; an even count each
     _, rows = read_manifest(outbox, "job-e")
     assert [(r["envelope"], r["delivery"], r["pages"], r["sheets"]) for r in rows] == [
-        ("dlv-0009-e1", "dlv-0009", "3", "2"),
-        ("dlv-0009-e2", "dlv-0009", "2", "1"),
+        ("dlv-0009-e1", "dlv-0009", "6", "3"),
+        ("dlv-0009-e2", "dlv-0009", "4", "2"),
     ]
 
 
@@ -435,3 +445,97 @@ def test_an_envelope_outside_the_bundle_is_refused(tmp_path: Path) -> None:
     parcel = dataclasses.replace(parcel, envelopes=((1, 5),))
     with pytest.raises(PermanentChannelError, match="envelope 1 pages 1-5 are not in the bundle"):
         asyncio.run(channel.send(parcel))
+
+
+MM = 2.8346  # PDF points in a millimetre
+
+
+def window_text(pdf: Path, left: float, top: float, width: float, height: float) -> str:
+    """The text pdftotext finds in a rectangle (millimetres) of the first page."""
+    crop = [str(round(v * MM)) for v in (left, top, width, height)]
+    result = subprocess.run(
+        ["pdftotext", "-r", "72", "-f", "1", "-l", "1", "-x", crop[0], "-y", crop[1],
+         "-W", crop[2], "-H", crop[3], str(pdf), "-"],
+        capture_output=True, check=True, text=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def supporter_letter() -> tuple[bytes, int]:
+    html = "<p>A letter from Alex Sampleperson of Exampleville.</p>"
+    return html_to_pdf(html, templates=SHIPPED_TEMPLATES)
+
+
+@pytest.mark.parametrize(
+    ("envelope", "window"),
+    [("C5", (20, 45, 85, 45)), ("DL", (20, 45, 85, 45)), ("US10", (22.225, 63.5, 114.3, 28.575))],
+)
+def test_the_address_sheet_shows_the_address_in_the_window(
+    tmp_path: Path, envelope: str, window: tuple[float, float, float, float]
+) -> None:
+    outbox = LocalOutbox(tmp_path)
+    channel = PostSpool(outbox, job_id="job-w", envelope=envelope)
+    letter, pages = supporter_letter()
+    recipient = make_recipient(
+        name="Ivan Primerov",
+        prisoner_number="No. 4521",
+        address=Address(
+            name="",
+            street="ul. Primernaya 1",
+            city="Primersk",
+            postal_code="123456",
+            country="RU",
+        ),
+    )
+    parcel = dataclasses.replace(
+        make_parcel("dlv-0020", channel=ChannelName.POST, recipient=recipient),
+        pdf=letter,
+        pages=pages,
+    )
+
+    asyncio.run(channel.send(parcel))
+    asyncio.run(channel.close())
+
+    path = tmp_path / "post/job-w/dlv-0020.pdf"
+    text = window_text(path, *window)
+    assert "Ivan Primerov, No. 4521" in text
+    assert "PRIMERSK" in text
+    assert "RUSSIAN FEDERATION" in text
+    assert "Free Voices Network" in text  # the return line: the organisation's
+    assert "1 Example Lane" in text
+    assert "Sampleperson" not in text
+    reader = PdfReader(io.BytesIO(path.read_bytes()))
+    assert len(reader.pages) % 2 == 0
+    assert reader.pages[1].extract_text().strip() == ""  # the address sheet's blank back
+    assert "Sampleperson" in reader.pages[2].extract_text()
+    _, rows = read_manifest(outbox, "job-w")
+    assert rows[0]["envelope_type"] == envelope
+    assert rows[0]["postage_zone"] == "europe"
+    assert rows[0]["weight_g"] == str(int(rows[0]["sheets"]) * 5 + (10 if envelope == "C5" else 5))
+
+
+def test_domestic_mail_has_no_country_line(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    channel = PostSpool(outbox, job_id="job-d", origin_country="RU")
+    where = Address(name="", street="ul. Primernaya 1", city="Primersk", postal_code="123456",
+                    country="RU")  # fmt: skip
+    parcel = make_parcel(
+        "dlv-0021", channel=ChannelName.POST, recipient=make_recipient(address=where)
+    )
+
+    asyncio.run(channel.send(parcel))
+    asyncio.run(channel.close())
+
+    text = window_text(tmp_path / "post/job-d/dlv-0021.pdf", 20, 45, 85, 45)
+    assert "PRIMERSK" in text
+    assert "RUSSIAN FEDERATION" not in text
+    assert "UNITED KINGDOM" in text  # the return address is abroad
+    _, rows = read_manifest(outbox, "job-d")
+    assert rows[0]["postage_zone"] == "domestic"
+
+
+def test_post_spool_refuses_an_unknown_envelope_or_origin(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="envelope type"):
+        PostSpool(LocalOutbox(tmp_path), job_id="job-1", envelope="B4")
+    with pytest.raises(InputError, match="origin country"):
+        PostSpool(LocalOutbox(tmp_path), job_id="job-1", origin_country="Examplestan")
