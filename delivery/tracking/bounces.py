@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from delivery.errors import InvalidTransitionError
 from delivery.models import TRANSITIONS, DeliveryState
-from delivery.outbox import Artefact, LocalOutbox
+from delivery.outbox import LocalOutbox
 from delivery.store import Store
 from delivery.tracking.dsn import BounceReport, NotABounce, Unparseable, classify, outcome, scrub
 from delivery.tracking.mailboxes import quarantine
@@ -69,9 +69,11 @@ class BounceTracker:
     ) -> str:
         target, proof = outcome(found)
         detail = f"{found.action} {found.status} {found.diagnostic}".strip()
-        if target == current:
+        cleaned = scrub(raw, self.keep_addresses)
+        path = f"evidence/bounces/{hashlib.sha256(cleaned).hexdigest()[:32]}.eml"
+        if target == current or self.outbox.exists(path):  # the same report, read again
             return "already recorded"
-        evidence = self._evidence(raw)
+        evidence = self.outbox.write(path, cleaned)
         if target is None or target not in TRANSITIONS[current]:
             what = "delay" if target is None else "late-report"
             self.store.note(
@@ -96,11 +98,6 @@ class BounceTracker:
         except InvalidTransitionError:  # moved by someone else meanwhile
             return "noted"
         return str(target)
-
-    def _evidence(self, raw: bytes) -> Artefact:
-        cleaned = scrub(raw, self.keep_addresses)
-        name = hashlib.sha256(cleaned).hexdigest()[:32]
-        return self.outbox.write(f"evidence/bounces/{name}.eml", cleaned)
 
     def _quarantine(self, raw: bytes, reason: str, report: TrackReport) -> str:
         path = quarantine(raw, self.outbox.root / "quarantine" / "bounces", reason)

@@ -149,6 +149,7 @@ def test_bounce_reports_move_accepted_mail_and_keep_scrubbed_evidence(
     mbox = mailbox.mbox(tmp_path / "bounces.mbox")
     mbox.add(_report("postfix_user_unknown.eml", "dlv-3f9a1c7e52b04d8e61a7", family.id))
     mbox.add(_report("postfix_delivered.eml", "dlv-9d8c7b6a5f4e3d2c1b0a", prosecutor.id))
+    mbox.add(_report("postfix_delayed.eml", "dlv-0a1b2c3d4e5f60718293", prosecutor.id))
     mbox.add((DSN / "out_of_office.eml").read_bytes())
     mbox.add((DSN / "garbage.eml").read_bytes())
     mbox.flush()
@@ -165,17 +166,26 @@ def test_bounce_reports_move_accepted_mail_and_keep_scrubbed_evidence(
 
     first = tracker.track(read_mbox(tmp_path / "bounces.mbox"))
 
-    assert first.outcomes == {"bounced": 1, "delivered": 1, "auto-reply": 1, "quarantined": 1}
+    assert first.outcomes == {
+        "bounced": 1,
+        "delivered": 1,
+        "noted": 1,  # a delay after "delivered" never moves it back
+        "auto-reply": 1,
+        "quarantined": 1,
+    }
     assert store.delivery(family.id).state == DeliveryState.BOUNCED
     assert store.delivery(prosecutor.id).state == DeliveryState.DELIVERED
     (quarantined,) = first.quarantined
     assert Path(quarantined).is_file()
     evidence = list(outbox.walk("evidence"))
-    assert len(evidence) == 2
+    assert len(evidence) == 3
     for path in evidence:
         assert b"family.arkhipov@example.net" not in outbox.read(path)
     assert verify(store.events(), outbox.sha256) == []
 
     again = tracker.track(read_mbox(tmp_path / "bounces.mbox"))
-    assert again.outcomes["already recorded"] == 2
+    assert again.outcomes["already recorded"] == 3
+    events = store.ledger_size()
+    tracker.track(read_mbox(tmp_path / "bounces.mbox"))
+    assert store.ledger_size() == events
     assert store.delivery(family.id).state == DeliveryState.BOUNCED
