@@ -392,7 +392,7 @@ def bundles_list(obj: Context, failed: bool, case: str | None, as_json: bool) ->
             "messages": b.message_count,
             "pages": b.pages,
             "pdf": b.pdf_path,
-            "error": obj.store.bundle_error(b.id) if b.state == "failed" else "",
+            "error": b.error if b.state == "failed" else "",
         }
         for b in rows
     ]

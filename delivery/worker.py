@@ -206,7 +206,7 @@ class Worker:
 
     async def _deliver(self, campaign: Campaign, summary: RunSummary) -> None:
         bounce = campaign.organisation.bounce_domain
-        for bundle in await asyncio.to_thread(self.store.bundles_in, "rendered"):
+        for bundle in await asyncio.to_thread(self.store.bundles_undelivered):
             recipient = _recipient(campaign, bundle.case, bundle.slug)
             await asyncio.to_thread(
                 self.store.ensure_delivery,

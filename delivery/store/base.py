@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
@@ -29,7 +29,8 @@ class StoreBase:
         self._campaign: Campaign | None = None
 
     @classmethod
-    def open(cls, url: str) -> StoreBase:
+    def connect(cls, url: str) -> Self:
+        """Open the database at ``url``, migrating it to the current schema on first use."""
         engine = make_engine(url)
         migrate(engine)
         return cls(engine)

@@ -16,14 +16,6 @@ from delivery.store.work import WorkStore
 class Store(WorkStore):
     """The one store interface: SQLite by default, PostgreSQL for scale-out."""
 
-    @classmethod
-    def connect(cls, url: str) -> Store:
-        from delivery.store.engine import make_engine, migrate
-
-        engine = make_engine(url)
-        migrate(engine)
-        return cls(engine)
-
     def status(self, *, case: str | None, recipient: str | None) -> dict[str, Any]:
         with self.engine.connect() as conn:
             review = {str(s): 0 for s in ReviewState}

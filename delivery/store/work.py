@@ -60,6 +60,7 @@ class BundleRow:
     pdf_path: str
     pdf_sha256: str
     manifest_path: str
+    error: str  # why its render failed, when it did
     created_at: datetime
 
 
@@ -198,6 +199,17 @@ class WorkStore(MessageStore):
             ).all()
         return [_bundle_row(r) for r in rows]
 
+    def bundles_undelivered(self) -> list[BundleRow]:
+        """Rendered bundles that have no delivery yet: what the deliver step must start."""
+        query = (
+            _bundle_query()
+            .outerjoin(deliveries, deliveries.c.bundle_id == bundles.c.id)
+            .where(bundles.c.state == "rendered", deliveries.c.id.is_(None))
+            .order_by(bundles.c.created_at)
+        )
+        with self.engine.connect() as conn:
+            return [_bundle_row(r) for r in conn.execute(query)]
+
     def bundle(self, bundle_id: str) -> BundleRow:
         with self.engine.connect() as conn:
             row = conn.execute(_bundle_query().where(bundles.c.id == bundle_id)).first()
@@ -331,15 +343,6 @@ class WorkStore(MessageStore):
             query = query.where(recipients.c.case_slug == case)
         with self.engine.connect() as conn:
             return [_bundle_row(r) for r in conn.execute(query)]
-
-    def bundle_error(self, bundle_id: str) -> str:
-        with self.engine.connect() as conn:
-            return str(
-                conn.execute(select(bundles.c.error).where(bundles.c.id == bundle_id)).scalar()
-                or ""
-            )
-
-    # -- deliver --------------------------------------------------------------------------
 
     def ensure_delivery(
         self, bundle: BundleRow, channel: ChannelName, *, bounce_domain: str, actor: str
@@ -606,6 +609,7 @@ def _bundle_row(r: Any) -> BundleRow:
         pdf_path=m["pdf_path"],
         pdf_sha256=m["pdf_sha256"],
         manifest_path=m["manifest_path"],
+        error=m["error"],
         created_at=m["created_at"],
     )
 
