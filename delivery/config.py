@@ -40,6 +40,55 @@ class SmtpSettings(BaseModel):
     timeout: float = 30.0
 
 
+class SesSettings(BaseModel):
+    """Amazon SES (API v2) instead of SMTP; credentials come from the usual AWS sources."""
+
+    region: str = ""  # set to send e-mail through SES
+    endpoint_url: str = ""  # another SES-compatible endpoint (a local one in tests)
+    configuration_set: str = ""  # where SES publishes delivery, bounce and complaint events
+    queue_url: str = ""  # the SQS queue those events reach (directly or through SNS)
+
+
+class FaxGateway(enum.StrEnum):
+    SPOOL = "spool"  # fax-ready PDFs and job files in the outbox (the default)
+    PHAXIO = "phaxio"  # Phaxio / Sinch Fax HTTP API v2.1
+    EMAIL = "email"  # e-mail-to-fax: the PDF attached to <number>@<email_domain>, via SMTP
+
+
+class PhaxioSettings(BaseModel):
+    api_key: str = ""
+    api_secret: SecretStr = SecretStr("")
+    callback_token: SecretStr = SecretStr("")  # the account's callback token, for signatures
+    callback_url: str = ""  # where `solidarity serve` is reachable from Phaxio
+    base_url: str = "https://api.phaxio.com/v2.1"
+    timeout: float = Field(default=60.0, gt=0)
+    max_pages: int = Field(default=50, ge=1)  # pages per fax; longer bundles are split
+
+
+class FaxSettings(BaseModel):
+    gateway: FaxGateway = FaxGateway.SPOOL
+    phaxio: PhaxioSettings = PhaxioSettings()
+    email_domain: str = ""  # e-mail-to-fax gateway domain, e.g. fax.example.net
+    email_max_pages: int = Field(default=25, ge=1)  # pages per e-mailed fax; longer ones split
+
+
+class PostSettings(BaseModel):
+    envelope: str = "C5"  # C5 or DL (DIN 5008 window), or US10
+
+
+class LimitSettings(BaseModel):
+    """How hard the worker may press on any one destination."""
+
+    connections: int = Field(default=4, ge=1)  # deliveries in flight at once, all channels
+    per_domain_concurrency: int = Field(default=2, ge=1)  # e-mails in flight to one domain
+    per_domain_per_minute: float = Field(default=60.0, gt=0)  # e-mails a minute to one domain
+
+
+class ServeSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=0, le=65535)
+
+
 class ImapSettings(BaseModel):
     host: str = ""
     port: int = 993
@@ -84,6 +133,11 @@ class Settings(BaseSettings):
     templates: Path = SHIPPED_TEMPLATES
     smtp: SmtpSettings = SmtpSettings()
     imap: ImapSettings = ImapSettings()  # the bounce mailbox
+    ses: SesSettings = SesSettings()
+    fax: FaxSettings = FaxSettings()
+    post: PostSettings = PostSettings()
+    limits: LimitSettings = LimitSettings()
+    serve: ServeSettings = ServeSettings()
     intake: IntakeSettings = IntakeSettings()
     review: ReviewSettings = ReviewSettings()
     render: RenderSettings = RenderSettings()

@@ -5,6 +5,12 @@ Every message names the file, line, field, case or recipient it is about.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from delivery.models import Part
+
 
 class DeliveryError(Exception):
     """Base of every error this package raises on purpose."""
@@ -39,7 +45,15 @@ class RenderError(PermanentError):
 
 
 class ChannelError(DeliveryError):
-    """A channel could not hand over a delivery."""
+    """A channel could not hand over a delivery.
+
+    ``parts`` are the pieces of the parcel the provider had already accepted when this
+    went wrong (e-mail 1 of 3, fax part 1 of 2): they are recorded and never sent again.
+    """
+
+    def __init__(self, message: str, *, parts: Sequence[Part] = ()) -> None:
+        super().__init__(message)
+        self.parts: tuple[Part, ...] = tuple(parts)
 
 
 class TransientChannelError(ChannelError, TransientError):

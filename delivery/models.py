@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -112,7 +112,8 @@ TRANSITIONS: Mapping[DeliveryState, frozenset[DeliveryState]] = {
     _S.RETURNED: frozenset(),
     _S.HELD: frozenset({_S.QUEUED, _S.CANCELLED}),
     _S.CANCELLED: frozenset(),
-    _S.UNKNOWN: frozenset({_S.ACCEPTED, _S.DELIVERED, _S.FAILED, _S.BOUNCED}),
+    # UNKNOWN → QUEUED only by a person's decision (same Message-ID), never by the worker.
+    _S.UNKNOWN: frozenset({_S.ACCEPTED, _S.DELIVERED, _S.FAILED, _S.BOUNCED, _S.QUEUED}),
     _S.SPOOLED: frozenset({_S.ACCEPTED, _S.DELIVERED, _S.RETURNED, _S.CANCELLED}),
 }
 HOLDABLE: frozenset[DeliveryState] = frozenset({_S.QUEUED, _S.DEFERRED})
@@ -123,6 +124,49 @@ def check_transition(old: DeliveryState, new: DeliveryState) -> DeliveryState:
     if new not in TRANSITIONS[old]:
         raise InvalidTransitionError(f"delivery cannot move from {old} to {new}")
     return new
+
+
+_NEGATIVE = (_S.RETURNED, _S.BOUNCED, _S.FAILED)
+_PROGRESS = (_S.SPOOLED, _S.ACCEPTED, _S.DELIVERED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Part:
+    """One piece of a delivery that its provider tracks on its own.
+
+    The e-mails of a digest split for size, the faxes of a bundle over the gateway's page
+    limit, the envelopes of a prison bundle: each has its own provider reference and moves
+    on its own; the delivery's state is what all of them say together (:func:`combined`).
+    """
+
+    number: int  # 1-based
+    count: int
+    ref: str  # the provider's reference: Message-ID, fax id, envelope id
+    state: DeliveryState
+    proof: ProofLevel = ProofLevel.NONE
+    detail: str = ""
+
+
+def combined(parts: Sequence[Part]) -> tuple[DeliveryState, ProofLevel] | None:
+    """The state all the parts of one delivery say together, or None while they disagree.
+
+    One part returned, bounced or failed is the delivery's outcome (in that order); one
+    part to be tried again defers it; otherwise the delivery is as far along as its least
+    advanced part, once every part is known — proved only as strongly as its weakest.
+    """
+    if not parts:
+        return None
+    states = {p.state for p in parts}
+    for bad in _NEGATIVE:
+        if bad in states:
+            return bad, ProofLevel.NONE
+    if _S.DEFERRED in states:
+        return _S.DEFERRED, ProofLevel.NONE
+    count = max(p.count for p in parts)
+    if len({p.number for p in parts}) < count or not states <= set(_PROGRESS):
+        return None
+    least = min(states, key=_PROGRESS.index)
+    return least, min(p.proof for p in parts)
 
 
 @dataclass(frozen=True, kw_only=True)

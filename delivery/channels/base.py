@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from delivery.models import ChannelName, DeliveryState, Organisation, ProofLevel, Recipient
+from delivery.models import (
+    ChannelName,
+    DeliveryState,
+    Organisation,
+    Part,
+    ProofLevel,
+    Recipient,
+)
 from delivery.outbox import Artefact
 
 
@@ -24,6 +31,8 @@ class Parcel:
     emails: tuple[bytes, ...] = ()  # the RFC 5322 messages, in order, for the e-mail channel
     envelope_from: str = ""  # bounces+<delivery-id>@<bounce_domain>
     envelopes: tuple[tuple[int, int], ...] = ()  # post: 1-based page ranges, one per envelope
+    # Parts an earlier attempt handed over (accepted or delivered): never sent again.
+    sent_parts: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +44,7 @@ class Receipt:
     provider_ref: str = ""
     detail: str = ""
     artefacts: tuple[Artefact, ...] = field(default_factory=tuple)
+    parts: tuple[Part, ...] = ()  # when the provider tracks pieces separately, each piece
 
 
 class Channel(Protocol):

@@ -63,10 +63,10 @@ from dataclasses import dataclass
 
 import httpx
 import pikepdf
-from pydantic import BaseModel, Field, SecretStr
 
 from delivery.channels.base import Parcel, Receipt
 from delivery.channels.fax import E164
+from delivery.config import PhaxioSettings
 from delivery.errors import (
     AmbiguousDeliveryError,
     ChannelError,
@@ -105,16 +105,6 @@ _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
     httpx.LocalProtocolError,
     httpx.ProxyError,
 )
-
-
-class PhaxioSettings(BaseModel):
-    api_key: str = ""
-    api_secret: SecretStr = SecretStr("")
-    callback_token: SecretStr = SecretStr("")
-    callback_url: str = ""
-    base_url: str = "https://api.phaxio.com/v2.1"
-    timeout: float = Field(default=60.0, gt=0)
-    max_pages: int = Field(default=50, ge=1)  # pages per fax; longer bundles are split
 
 
 class CallbackError(ChannelError, ValueError):

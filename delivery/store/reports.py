@@ -10,10 +10,10 @@ from sqlalchemy import Select, func, select
 from delivery import ledger as chain
 from delivery.models import ChannelName, ReviewState
 from delivery.store.schema import bundles, deliveries, message_recipients, messages, recipients
-from delivery.store.work import WorkStore
+from delivery.store.tracking import TrackingStore
 
 
-class Store(WorkStore):
+class Store(TrackingStore):
     """The one store interface: SQLite by default, PostgreSQL for scale-out."""
 
     def status(self, *, case: str | None, recipient: str | None) -> dict[str, Any]:

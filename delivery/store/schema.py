@@ -75,6 +75,7 @@ recipients = Table(
     Column("kind", String(16), nullable=False),
     Column("data", JSON, nullable=False),
     Column("held", Boolean, nullable=False, default=False),
+    Column("address_suspect", Text, nullable=False, default=""),  # why post came back
     Column("updated_at", UtcTime, nullable=False),
     UniqueConstraint("case_slug", "slug", name="uq_recipient_case_slug"),
 )
@@ -170,10 +171,28 @@ deliveries = Table(
     Column("message_id_header", Text, nullable=False, default=""),
     Column("provider_ref", Text, nullable=False, default=""),
     Column("last_error", Text, nullable=False, default=""),
+    # what a person (or the fallback policy) decided about a delivery that did not arrive
+    Column("resolution", Text, nullable=False, default=""),
     Column("created_at", UtcTime, nullable=False),
     Column("updated_at", UtcTime, nullable=False),
     UniqueConstraint("bundle_id", "channel", name="uq_delivery_bundle_channel"),
     Index("ix_deliveries_state", "state"),
+)
+
+# The pieces of one delivery a provider tracks on its own: the e-mails of a split digest,
+# the faxes of a long bundle, the envelopes of a prison bundle.
+delivery_parts = Table(
+    "delivery_parts",
+    metadata,
+    Column("delivery_id", String(64), ForeignKey("deliveries.id"), primary_key=True),
+    Column("number", Integer, primary_key=True),  # 1-based
+    Column("count", Integer, nullable=False),
+    Column("ref", String(200), nullable=False),  # Message-ID, fax id, envelope id
+    Column("state", String(16), nullable=False),
+    Column("proof", Integer, nullable=False, default=0),
+    Column("detail", Text, nullable=False, default=""),
+    Column("updated_at", UtcTime, nullable=False),
+    Index("ix_delivery_parts_ref", "ref"),
 )
 
 ledger = Table(

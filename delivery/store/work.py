@@ -16,6 +16,7 @@ from delivery.models import (
     DeliveryState,
     Message,
     MessageKind,
+    Part,
     ProofLevel,
     ReviewState,
     check_transition,
@@ -29,6 +30,7 @@ from delivery.store.schema import (
     bundles,
     cases,
     deliveries,
+    delivery_parts,
     message_recipients,
     messages,
     recipients,
@@ -77,6 +79,10 @@ class DeliveryRow:
     message_id_header: str
     created_at: datetime
     updated_at: datetime
+    proof: ProofLevel = ProofLevel.NONE
+    provider_ref: str = ""
+    last_error: str = ""
+    resolution: str = ""  # what a person or the fallback policy decided, once it did not arrive
 
 
 class WorkStore(MessageStore):
@@ -419,8 +425,13 @@ class WorkStore(MessageStore):
         provider_ref: str = "",
         detail: str = "",
         artefacts: Sequence[Artefact] = (),
+        parts: Sequence[Part] = (),
     ) -> bool:
-        """Move one delivery through the state machine; False when something else moved it first."""
+        """Move one delivery through the state machine; False when something else moved it first.
+
+        ``parts`` (the pieces the provider tracks separately) are recorded in the same
+        transaction, replacing what an earlier attempt said about the same part numbers.
+        """
         with self.transaction() as conn:
             current = conn.execute(
                 select(deliveries.c.state, deliveries.c.attempts).where(
@@ -449,6 +460,9 @@ class WorkStore(MessageStore):
                 .where(deliveries.c.id == delivery_id, deliveries.c.state == str(old))
                 .values(**values)
             )
+            if not done.rowcount:
+                return False
+            save_parts(conn, delivery_id, parts)
             payload = {
                 "from": str(old),
                 "to": str(new),
@@ -457,6 +471,8 @@ class WorkStore(MessageStore):
                 "detail": detail,
                 "artefacts": [_artefact(a) for a in artefacts],
             }
+            if parts:
+                payload["parts"] = [_part(p) for p in parts]
             self.append(
                 conn,
                 [
@@ -468,7 +484,7 @@ class WorkStore(MessageStore):
                     )
                 ],
             )
-            return bool(done.rowcount)
+            return True
 
     def find_delivery(self, delivery_id: str) -> DeliveryRow | None:
         with self.engine.connect() as conn:
@@ -585,6 +601,35 @@ class WorkStore(MessageStore):
         return len(entries)
 
 
+def save_parts(conn: Connection, delivery_id: str, parts: Sequence[Part]) -> None:
+    """Insert or replace the rows of ``parts`` for one delivery."""
+    for part in parts:
+        values = {
+            "count": part.count,
+            "ref": part.ref,
+            "state": str(part.state),
+            "proof": int(part.proof),
+            "detail": part.detail,
+            "updated_at": now(),
+        }
+        key = (delivery_parts.c.delivery_id == delivery_id, delivery_parts.c.number == part.number)
+        if conn.execute(update(delivery_parts).where(*key).values(**values)).rowcount == 0:
+            conn.execute(
+                insert(delivery_parts).values(delivery_id=delivery_id, number=part.number, **values)
+            )
+
+
+def _part(p: Part) -> dict[str, Any]:
+    return {
+        "number": p.number,
+        "count": p.count,
+        "ref": p.ref,
+        "state": str(p.state),
+        "proof": p.proof.label,
+        "detail": p.detail,
+    }
+
+
 def _artefact(a: Artefact) -> dict[str, Any]:
     return {"path": a.path, "sha256": a.sha256, "size": a.size}
 
@@ -634,6 +679,10 @@ def _delivery_row(r: Any) -> DeliveryRow:
         message_id_header=m["message_id_header"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        proof=ProofLevel(int(m["proof"])),
+        provider_ref=m["provider_ref"],
+        last_error=m["last_error"],
+        resolution=m["resolution"],
     )
 
 

@@ -19,10 +19,10 @@ from delivery.channels.fax_phaxio import (
     CallbackError,
     FaxStatus,
     PhaxioFax,
-    PhaxioSettings,
     parse_callback,
     verify_callback,
 )
+from delivery.config import PhaxioSettings
 from delivery.errors import (
     AmbiguousDeliveryError,
     ChannelSetupError,

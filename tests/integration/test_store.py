@@ -16,6 +16,7 @@ from delivery.ledger import verify
 from delivery.models import ChannelName, DeliveryState, ReviewState
 from delivery.outbox import LocalOutbox
 from delivery.store import Store
+from delivery.store.engine import HEAD
 from delivery.worker import Worker
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -45,7 +46,7 @@ def _recipient_id(store: Store, case: str, slug: str) -> int:
 def test_first_use_migrates_a_wal_database(settings: Settings, store: Store) -> None:
     path = Path(settings.outbox) / "solidarity.db"
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     again = Store.connect(settings.database_url)  # a second open finds the schema in place
     assert len(again.campaign().cases) == 2
