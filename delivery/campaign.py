@@ -28,6 +28,7 @@ from delivery.models import (
     Campaign,
     Case,
     ChannelName,
+    Fallback,
     Format,
     MessageKind,
     Organisation,
@@ -42,7 +43,17 @@ LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _ORGANISATION_KEYS = frozenset({"name", "email", "reply_to", "bounce_domain", "address"})
 _ADDRESS_KEYS = frozenset({"name", "street", "city", "postal_code", "country", "region"})
 _CASE_KEYS = frozenset(
-    {"slug", "name", "country", "summary", "demand", "auto_approve", "danger_words", "recipient"}
+    {
+        "slug",
+        "name",
+        "country",
+        "summary",
+        "demand",
+        "auto_approve",
+        "danger_words",
+        "fallback",
+        "recipient",
+    }
 )
 _RECIPIENT_KEYS = frozenset(
     {
@@ -380,6 +391,7 @@ def _case(table: _Table) -> Case:
         table.problem("auto_approve", "is required (a list of message kinds, may be empty)")
     auto_approve = frozenset(table.choices("auto_approve", MessageKind, allow_empty=True))
     danger_words = table.strings("danger_words")
+    fallback = table.choice("fallback", Fallback, Fallback.REVIEW)
     recipients = []
     for number, data in enumerate(_array_of_tables(table, "recipient", "case.recipient"), 1):
         where = f"{table.where}, recipient {_label(data, number)}"
@@ -394,6 +406,7 @@ def _case(table: _Table) -> Case:
         auto_approve=auto_approve,
         danger_words=danger_words,
         recipients=tuple(recipients),
+        fallback=fallback,
     )
 
 

@@ -20,9 +20,10 @@ import click
 from delivery import __version__, importer, ledger
 from delivery import campaign as campaign_file
 from delivery import review as review_rules
-from delivery.config import Settings, load_settings
+from delivery.channels.fax_phaxio import PhaxioFax
+from delivery.config import FaxGateway, Settings, load_settings
 from delivery.errors import DeliveryError, InputError
-from delivery.models import ReviewState
+from delivery.models import Campaign, ChannelName, DeliveryState, Recipient, ReviewState
 from delivery.outbox import LocalOutbox
 from delivery.store import Store
 from delivery.text_output import (
@@ -35,7 +36,7 @@ from delivery.text_output import (
 )
 from delivery.tracking.bounces import BounceTracker, TrackReport
 from delivery.tracking.mailboxes import read_imap, read_maildir, read_mbox
-from delivery.worker import Worker, install_stop_handlers
+from delivery.worker import Worker, fall_back_to, install_stop_handlers, next_channel
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -544,6 +545,355 @@ def _track_imap(settings: Settings, tracker: BounceTracker) -> TrackReport:
             yield item.key, item.raw
 
     return tracker.track(pairs(), done=lambda key: marks.pop(key)())
+
+
+@track.command("fax")
+@json_option
+@click.pass_obj
+@handle_errors
+def track_fax(obj: Context, as_json: bool) -> None:
+    """Ask the fax gateway about every fax it has not settled yet, and apply the answers.
+
+    Callbacks (`solidarity serve`) usually bring the news first; polling catches what a
+    lost callback missed. Success makes a fax part delivered with fax confirmation; a busy
+    line or no answer defers it, and the worker sends that part again.
+
+    \b
+    Example:
+      solidarity track fax --json
+    """
+    settings = obj.settings
+    if settings.fax.gateway is not FaxGateway.PHAXIO:
+        raise InputError("track fax: set SOLIDARITY_FAX__GATEWAY=phaxio (and its API key)")
+
+    from delivery.tracking.fax import poll_phaxio
+
+    async def poll() -> dict[str, int]:
+        channel = PhaxioFax(settings.fax.phaxio)
+        try:
+            return dict(await poll_phaxio(obj.store, channel, actor=settings.actor))
+        finally:
+            await channel.close()
+
+    outcomes = asyncio.run(poll())
+    if as_json:
+        echo_json({"outcomes": outcomes})
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "nothing to ask"
+    click.echo(f"fax gateway asked: {counts}")
+
+
+@track.command("ses")
+@json_option
+@click.pass_obj
+@handle_errors
+def track_ses_command(obj: Context, as_json: bool) -> None:
+    """Read Amazon SES delivery, bounce, complaint and reject events from the SQS queue.
+
+    Each event is applied to the e-mail it is about, kept as evidence with supporter
+    addresses removed, then deleted from the queue. An event that cannot be read is
+    quarantined under outbox/quarantine/ses/ for a person.
+
+    \b
+    Example:
+      SOLIDARITY_SES__QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/ses-events \
+        solidarity track ses
+    """
+    settings = obj.settings
+    if not (settings.ses.region and settings.ses.queue_url):
+        raise InputError("track ses: set SOLIDARITY_SES__REGION and SOLIDARITY_SES__QUEUE_URL")
+    from delivery.tracking.ses_events import track_ses  # boto3 loads only when it is used
+
+    org = obj.store.campaign().organisation
+    report = track_ses(
+        settings,
+        obj.store,
+        LocalOutbox(settings.outbox_path),
+        keep_addresses=(org.bounce_domain, org.email, org.reply_to),
+        actor=settings.actor,
+    )
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "nothing"
+    click.echo(f"{report.read} events read: {counts}")
+    for path in report.quarantined:
+        click.echo(f"  quarantined for a person: {path}")
+
+
+# -- post ---------------------------------------------------------------------------------
+
+
+@main.group()
+def post() -> None:
+    """Print jobs and what the mailroom or the post office says about them.
+
+    \b
+    Example:
+      solidarity post mark outbox/post/20261126T101500Z-4242/status.csv
+    """
+
+
+@post.command("mark")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@json_option
+@click.pass_obj
+@handle_errors
+def post_mark(obj: Context, file: Path, as_json: bool) -> None:
+    """Record posted, delivered and returned envelopes from a status CSV.
+
+    Columns: envelope, status (posted | delivered | returned), date, tracking_number,
+    reason (required when returned), signed_by. Every print job has a status.csv ready to
+    fill in. A bad row stops the whole file (file:line: field: reason) and nothing is
+    recorded. Returned mail marks the recipient's address as suspect: their next post
+    waits until a person checks it and runs `solidarity release`.
+
+    \b
+    Example:
+      solidarity post mark status.csv --json
+    """
+    from delivery.tracking.post import mark as mark_post
+
+    report = mark_post(
+        obj.store, LocalOutbox(obj.settings.outbox_path), file, actor=obj.settings.actor
+    )
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "nothing"
+    click.echo(f"{report.rows} envelopes: {counts}")
+    for who in report.suspect:
+        click.echo(f"  address now suspect, post to it waits for a person: {who}")
+
+
+# -- deliveries that did not arrive -------------------------------------------------------
+
+
+@review.group("deliveries", invoke_without_command=True)
+@click.option("--case", help="Only this case.")
+@json_option
+@click.pass_context
+@handle_errors
+def review_deliveries(ctx: click.Context, case: str | None, as_json: bool) -> None:
+    """Deliveries that failed, bounced, came back or are unknown, waiting for a person.
+
+    Without a subcommand, lists them with the channel a fallback would use. A case with
+    `fallback = "auto"` moves to the next channel by itself; every other case waits here.
+
+    \b
+    Example:
+      solidarity review deliveries
+      solidarity review deliveries fallback dlv-3f2a... --reason "fax number confirmed"
+      solidarity review deliveries resend dlv-9c1e... --reason "server log shows no copy"
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    obj: Context = ctx.obj
+    campaign = obj.store.campaign()
+    rows = []
+    for d in obj.store.not_arrived(case=case):
+        recipient = _campaign_recipient(campaign, d.case, d.slug)
+        tried = obj.store.channels_tried(d.bundle_id)
+        following = next_channel(recipient, d.channel, tried) if recipient else None
+        rows.append(
+            {
+                "delivery": d.id,
+                "case": d.case,
+                "recipient": d.slug,
+                "channel": str(d.channel),
+                "state": str(d.state),
+                "reason": d.last_error,
+                "updated_at": d.updated_at.isoformat(),
+                "fallback": str(following) if following else "",
+            }
+        )
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no delivery waits for a person")
+        return
+    for row in rows:
+        nxt = f"; fallback: {row['fallback']}" if row["fallback"] else "; no other channel"
+        click.echo(
+            f"{row['delivery']}  {row['case']}/{row['recipient']}  {row['channel']}"
+            f" {row['state'].upper()}{nxt}\n    {row['reason']}"
+        )
+
+
+def _campaign_recipient(campaign: Campaign, case: str, slug: str) -> Recipient | None:
+    found = campaign.case(case)
+    return next((r for r in found.recipients if r.slug == slug), None) if found else None
+
+
+reason_option = click.option("--reason", required=True, help="Why: kept in the ledger.")
+
+
+@review_deliveries.command("fallback")
+@click.argument("delivery_ids", nargs=-1, required=True)
+@click.option(
+    "--channel",
+    type=click.Choice([c.value for c in ChannelName]),
+    help="The channel to use (default: the recipient's next one).",
+)
+@reason_option
+@json_option
+@click.pass_obj
+@handle_errors
+def review_deliveries_fallback(
+    obj: Context, delivery_ids: tuple[str, ...], channel: str | None, reason: str, as_json: bool
+) -> None:
+    """Send the same bundle on another channel.
+
+    \b
+    Example:
+      solidarity review deliveries fallback dlv-3f2a... --channel post --reason "no fax"
+    """
+    campaign = obj.store.campaign()
+    created = {}
+    for delivery_id in delivery_ids:
+        d = obj.store.delivery(delivery_id)
+        recipient = _campaign_recipient(campaign, d.case, d.slug)
+        if recipient is None:
+            raise InputError(f"delivery {d.id}: {d.case}/{d.slug} is no longer in the campaign")
+        target = (
+            ChannelName(channel)
+            if channel
+            else next_channel(recipient, d.channel, obj.store.channels_tried(d.bundle_id))
+        )
+        if target is None:
+            raise InputError(f"delivery {d.id}: {d.case}/{d.slug} has no other channel to try")
+        if target in obj.store.channels_tried(d.bundle_id):
+            raise InputError(f"delivery {d.id}: its bundle already went by {target}")
+        created[d.id] = fall_back_to(
+            obj.store, campaign, d, target, why=reason, actor=obj.settings.actor
+        )
+    if as_json:
+        echo_json({"fallbacks": created})
+        return
+    for old, new in created.items():
+        click.echo(f"{old}: queued again as {new}; the worker sends it on its next run")
+
+
+@review_deliveries.command("resend")
+@click.argument("delivery_ids", nargs=-1, required=True)
+@reason_option
+@json_option
+@click.pass_obj
+@handle_errors
+def review_deliveries_resend(
+    obj: Context, delivery_ids: tuple[str, ...], reason: str, as_json: bool
+) -> None:
+    """Send an unknown delivery again, with the same Message-ID, by a person's decision.
+
+    Only for `unknown`: the provider may already hold a copy, so the recipient may get
+    two (with one Message-ID, which mail software can merge). The ledger records who chose.
+
+    \b
+    Example:
+      solidarity review deliveries resend dlv-9c1e... --reason "server log shows no copy"
+    """
+    for delivery_id in delivery_ids:
+        obj.store.requeue_unknown(delivery_id, reason=reason, actor=obj.settings.actor)
+    if as_json:
+        echo_json({"queued": list(delivery_ids)})
+        return
+    click.echo(f"{len(delivery_ids)} queued again; the worker sends them on its next run")
+
+
+@review_deliveries.command("settle")
+@click.argument("delivery_id")
+@click.option(
+    "--as",
+    "outcome",
+    required=True,
+    type=click.Choice(["accepted", "delivered", "failed", "bounced"]),
+    help="What the provider or the recipient confirmed.",
+)
+@reason_option
+@json_option
+@click.pass_obj
+@handle_errors
+def review_deliveries_settle(
+    obj: Context, delivery_id: str, outcome: str, reason: str, as_json: bool
+) -> None:
+    """Settle an unknown delivery from what a person found out (server logs, a phone call).
+
+    \b
+    Example:
+      solidarity review deliveries settle dlv-9c1e... --as delivered --reason "office confirmed"
+    """
+    d = obj.store.delivery(delivery_id)
+    if d.state != DeliveryState.UNKNOWN:
+        raise InputError(f"delivery {delivery_id} is {d.state}: only unknown ones are settled")
+    obj.store.transition(
+        delivery_id,
+        DeliveryState(outcome),
+        actor=obj.settings.actor,
+        detail=f"settled by a person: {reason}",
+    )
+    if as_json:
+        echo_json({"delivery": delivery_id, "state": outcome})
+        return
+    click.echo(f"{delivery_id}: {outcome}")
+
+
+@review_deliveries.command("close")
+@click.argument("delivery_ids", nargs=-1, required=True)
+@reason_option
+@json_option
+@click.pass_obj
+@handle_errors
+def review_deliveries_close(
+    obj: Context, delivery_ids: tuple[str, ...], reason: str, as_json: bool
+) -> None:
+    """Accept that a delivery did not arrive and will not be tried again.
+
+    \b
+    Example:
+      solidarity review deliveries close dlv-3f2a... --reason "office closed down"
+    """
+    for delivery_id in delivery_ids:
+        obj.store.record_resolution(delivery_id, f"closed: {reason}", actor=obj.settings.actor)
+    if as_json:
+        echo_json({"closed": list(delivery_ids)})
+        return
+    click.echo(f"{len(delivery_ids)} closed")
+
+
+# -- serve --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default: SOLIDARITY_SERVE__HOST, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default: SOLIDARITY_SERVE__PORT, 8025).")
+@click.pass_obj
+@handle_errors
+def serve(obj: Context, host: str | None, port: int | None) -> None:
+    """Receive the fax gateway's signed status callbacks over HTTP.
+
+    POST /callbacks/phaxio takes Phaxio's send-fax callbacks: the signature is checked with
+    SOLIDARITY_FAX__PHAXIO__CALLBACK_TOKEN against SOLIDARITY_FAX__PHAXIO__CALLBACK_URL, and
+    a request with a bad signature is refused (403) and changes nothing. GET /healthz
+    answers when the service is up. Put it behind a TLS-terminating proxy.
+
+    \b
+    Example:
+      solidarity serve --host 0.0.0.0 --port 8025
+    """
+    settings = obj.settings
+    if not settings.fax.phaxio.callback_token.get_secret_value():
+        raise InputError("serve: set SOLIDARITY_FAX__PHAXIO__CALLBACK_TOKEN to check signatures")
+    from delivery.serve import run_server  # the web stack loads only for this command
+
+    run_server(
+        settings,
+        obj.store,
+        LocalOutbox(settings.outbox_path),
+        actor=settings.actor,
+        host=host or settings.serve.host,
+        port=settings.serve.port if port is None else port,
+    )
 
 
 # -- worker and status --------------------------------------------------------------------

@@ -11,7 +11,14 @@ import enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from delivery.address import envelope_type
 from delivery.errors import ConfigurationError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -74,6 +82,11 @@ class FaxSettings(BaseModel):
 
 class PostSettings(BaseModel):
     envelope: str = "C5"  # C5 or DL (DIN 5008 window), or US10
+
+    @field_validator("envelope")
+    @classmethod
+    def _known_envelope(cls, value: str) -> str:
+        return envelope_type(value).code
 
 
 class LimitSettings(BaseModel):

@@ -44,6 +44,13 @@ class Format(enum.StrEnum):
     DIGEST = "digest"  # an e-mail: counts, a sample, the bundle attached
 
 
+class Fallback(enum.StrEnum):
+    """What happens when a delivery fails for good on one of a recipient's channels."""
+
+    REVIEW = "review"  # wait for a person (`solidarity review deliveries`)
+    AUTO = "auto"  # try the recipient's next channel at once
+
+
 class Cadence(enum.StrEnum):
     ONCE = "once"  # one automatic bundle; later messages wait for an on-demand run
     DAILY = "daily"  # at most one bundle per UTC day
@@ -233,6 +240,7 @@ class Case:
     auto_approve: frozenset[MessageKind]
     danger_words: tuple[str, ...]
     recipients: tuple[Recipient, ...]
+    fallback: Fallback = Fallback.REVIEW
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,18 +22,21 @@ from delivery import collect
 from delivery.channels.base import Channel, Parcel
 from delivery.channels.email import EmailSpool
 from delivery.channels.fax import FaxSpool
+from delivery.channels.fax_phaxio import PhaxioFax
 from delivery.channels.post import PostSpool
 from delivery.channels.smtp import SmtpChannel
-from delivery.config import Settings
+from delivery.config import FaxGateway, Settings
 from delivery.errors import (
     AmbiguousDeliveryError,
+    ChannelError,
     ChannelSetupError,
     DeliveryError,
     PermanentError,
     TransientError,
 )
 from delivery.ledger import Entry
-from delivery.models import Campaign, ChannelName, DeliveryState, Recipient
+from delivery.limits import DomainLimiter, domain_of
+from delivery.models import Campaign, ChannelName, DeliveryState, Fallback, Part, Recipient
 from delivery.outbox import Artefact, LocalOutbox
 from delivery.render.bundle import BundleDocument, RenderedBundle
 from delivery.render.email import compose_email
@@ -81,6 +84,11 @@ class Worker:
         self.progress = progress
         self.actor = f"worker@{os.uname().nodename}:{os.getpid()}"
         self.retry = RetryPolicy()
+        self.domains = DomainLimiter(
+            concurrency=settings.limits.per_domain_concurrency,
+            per_minute=settings.limits.per_domain_per_minute,
+        )
+        self._errors: list[str] = []
 
     async def run_once(self, *, on_demand: bool = False) -> RunSummary:
         """Drain everything due now, then return what was done."""
@@ -215,36 +223,95 @@ class Worker:
                 bounce_domain=bounce,
                 actor=self.actor,
             )
-        channels = self._channels()
+        channels = self._channels(campaign)
+        stopped: list[str] = []
+        # Fallbacks decided in one round (or since the last run) are sent in the next one.
+        for turn in range(1 + len(ChannelName)):
+            fallbacks = await self._fall_back(campaign, summary)
+            if turn and not fallbacks:
+                break
+            await self._deliver_ready(campaign, channels, summary, stopped)
+            if stopped:
+                break
+        for channel in channels.values():
+            artefacts = await channel.close()
+            if artefacts:
+                await asyncio.to_thread(self._record_close, channel.name, artefacts)
+        summary.errors.extend(self._errors)
+        self._errors.clear()
+
+    async def _deliver_ready(
+        self,
+        campaign: Campaign,
+        channels: dict[ChannelName, Channel],
+        summary: RunSummary,
+        stopped: list[str],
+    ) -> None:
         ready = await asyncio.to_thread(
             self.store.deliveries_in,
             (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED),
         )
         now = datetime.now(UTC)
-        try:
-            for delivery in ready:
-                state = await self._attempt(
-                    campaign, channels[delivery.channel], delivery, now, summary
-                )
+        gate = asyncio.Semaphore(self.settings.limits.connections)
+
+        async def one(delivery: DeliveryRow) -> None:
+            async with gate:
+                if stopped:  # the channel cannot work as configured: leave the rest waiting
+                    return
+                try:
+                    state = await self._paced(campaign, channels[delivery.channel], delivery, now)
+                except ChannelSetupError as exc:
+                    if not stopped:
+                        stopped.append(str(exc))
+                        summary.errors.append(str(exc))
+                        self.progress(f"STOPPED: {exc}")
+                    return
                 if state:
                     summary.deliveries[f"{delivery.channel}:{state}"] += 1
-        except ChannelSetupError as exc:  # the settings, not the parcel: stop, keep them waiting
-            summary.errors.append(str(exc))
-            self.progress(f"STOPPED: {exc}")
-        for channel in channels.values():
-            artefacts = await channel.close()
-            if artefacts:
-                await asyncio.to_thread(self._record_close, channel.name, artefacts)
 
-    def _channels(self) -> dict[ChannelName, Channel]:
+        await asyncio.gather(*(one(delivery) for delivery in ready))
+
+    async def _paced(
+        self, campaign: Campaign, channel: Channel, delivery: DeliveryRow, now: datetime
+    ) -> str | None:
+        """One delivery, within its destination domain's concurrency and pace."""
+        if delivery.channel != ChannelName.EMAIL or isinstance(channel, SPOOLS):
+            return await self._attempt(campaign, channel, delivery, now)
+        address = _recipient(campaign, delivery.case, delivery.slug).email
+        async with self.domains.slot(domain_of(address)):
+            return await self._attempt(campaign, channel, delivery, now)
+
+    def _channels(self, campaign: Campaign) -> dict[ChannelName, Channel]:
         job = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
-        email: Channel = (
-            SmtpChannel(self.settings.smtp) if self.settings.smtp.host else EmailSpool(self.outbox)
-        )
+        settings = self.settings
+        email: Channel
+        if settings.ses.region:
+            from delivery.channels.ses import SesChannel  # boto3 loads only when it is used
+
+            email = SesChannel(settings.ses)
+        elif settings.smtp.host:
+            email = SmtpChannel(settings.smtp, connections=settings.limits.connections)
+        else:
+            email = EmailSpool(self.outbox)
+        fax: Channel
+        if settings.fax.gateway is FaxGateway.PHAXIO:
+            fax = PhaxioFax(settings.fax.phaxio)
+        elif settings.fax.gateway is FaxGateway.EMAIL:
+            from delivery.channels.fax_email import EmailFax
+
+            fax = EmailFax(settings.smtp, settings.fax)
+        else:
+            fax = FaxSpool(self.outbox)
         return {
             ChannelName.EMAIL: email,
-            ChannelName.FAX: FaxSpool(self.outbox),
-            ChannelName.POST: PostSpool(self.outbox, job_id=job),
+            ChannelName.FAX: fax,
+            ChannelName.POST: PostSpool(
+                self.outbox,
+                job_id=job,
+                templates=settings.templates,
+                envelope=settings.post.envelope,
+                origin_country=campaign.organisation.address.country,
+            ),
         }
 
     async def _attempt(
@@ -253,17 +320,16 @@ class Worker:
         channel: Channel,
         delivery: DeliveryRow,
         now: datetime,
-        summary: RunSummary,
     ) -> str | None:
         """Send, resume or settle one delivery; None when it is not due yet."""
         if delivery.state == DeliveryState.SENDING and not isinstance(channel, SPOOLS):
             # A run stopped after the intent was committed: the provider may have it.
             detail = "interrupted while sending; the provider may have accepted it"
-            return await self._settle(delivery, DeliveryState.UNKNOWN, detail, summary)
+            return await self._settle(delivery, DeliveryState.UNKNOWN, detail)
         if delivery.state == DeliveryState.DEFERRED:
             if self.retry.exhausted(first_attempt=delivery.created_at, now=now):
                 detail = f"still failing after {self.retry.give_up_after_seconds:.0f} s; given up"
-                return await self._settle(delivery, DeliveryState.FAILED, detail, summary)
+                return await self._settle(delivery, DeliveryState.FAILED, detail)
             if not self.retry.due(
                 key=delivery.id,
                 attempts=delivery.attempts,
@@ -271,11 +337,17 @@ class Worker:
                 now=now,
             ):
                 return None
-        return await self._send(campaign, channel, delivery, summary)
+        if delivery.state == DeliveryState.QUEUED and delivery.channel == ChannelName.POST:
+            suspect = await asyncio.to_thread(self.store.address_suspect, delivery.recipient_id)
+            if suspect:
+                detail = (
+                    f"the postal address is suspect ({suspect}); check it, then "
+                    f"`solidarity release --case {delivery.case} --recipient {delivery.slug}`"
+                )
+                return await self._settle(delivery, DeliveryState.HELD, detail)
+        return await self._send(campaign, channel, delivery)
 
-    async def _send(
-        self, campaign: Campaign, channel: Channel, delivery: DeliveryRow, summary: RunSummary
-    ) -> str:
+    async def _send(self, campaign: Campaign, channel: Channel, delivery: DeliveryRow) -> str:
         if delivery.state in (DeliveryState.QUEUED, DeliveryState.DEFERRED):
             moved = await asyncio.to_thread(
                 self.store.transition, delivery.id, DeliveryState.SENDING, actor=self.actor
@@ -286,9 +358,9 @@ class Worker:
             parcel = await asyncio.to_thread(self._parcel, campaign, delivery)
             receipt = await channel.send(parcel)
         except TransientError as exc:
-            return await self._settle(delivery, DeliveryState.DEFERRED, str(exc), summary)
+            return await self._settle(delivery, DeliveryState.DEFERRED, str(exc), _parts(exc))
         except AmbiguousDeliveryError as exc:
-            return await self._settle(delivery, DeliveryState.UNKNOWN, str(exc), summary)
+            return await self._settle(delivery, DeliveryState.UNKNOWN, str(exc), exc.parts)
         except ChannelSetupError:
             await asyncio.to_thread(
                 self.store.transition,
@@ -299,7 +371,7 @@ class Worker:
             )
             raise
         except (PermanentError, OSError) as exc:
-            return await self._settle(delivery, DeliveryState.FAILED, str(exc), summary)
+            return await self._settle(delivery, DeliveryState.FAILED, str(exc), _parts(exc))
         await asyncio.to_thread(
             self.store.transition,
             delivery.id,
@@ -309,6 +381,7 @@ class Worker:
             provider_ref=receipt.provider_ref,
             detail=receipt.detail,
             artefacts=receipt.artefacts,
+            parts=receipt.parts,
         )
         self.progress(
             f"{delivery.channel} {delivery.id} to {delivery.case}/{delivery.slug}: {receipt.state}"
@@ -316,15 +389,55 @@ class Worker:
         return str(receipt.state)
 
     async def _settle(
-        self, delivery: DeliveryRow, state: DeliveryState, error: str, summary: RunSummary
+        self,
+        delivery: DeliveryRow,
+        state: DeliveryState,
+        error: str,
+        parts: tuple[Part, ...] = (),
     ) -> str:
         detail = f"delivery {delivery.id} to {delivery.case}/{delivery.slug}: {error}"
         await asyncio.to_thread(
-            self.store.transition, delivery.id, state, actor=self.actor, detail=detail
+            self.store.transition,
+            delivery.id,
+            state,
+            actor=self.actor,
+            detail=detail,
+            parts=parts,
         )
-        summary.errors.append(detail)
+        if state != DeliveryState.HELD:
+            self._errors.append(detail)
         self.progress(f"{state.upper()} {detail}")
         return str(state)
+
+    # -- fallback -------------------------------------------------------------------------
+
+    async def _fall_back(self, campaign: Campaign, summary: RunSummary) -> int:
+        """Deliveries that failed for good go on the next channel, where the case allows it."""
+        queued = 0
+        for delivery in await asyncio.to_thread(self.store.not_arrived):
+            case = campaign.case(delivery.case)
+            if case is None or case.fallback is not Fallback.AUTO:
+                continue  # waits for a person: `solidarity review deliveries`
+            if delivery.state == DeliveryState.UNKNOWN:
+                continue  # it may have arrived: a person decides, never the worker
+            recipient = _recipient(campaign, delivery.case, delivery.slug)
+            used = await asyncio.to_thread(self.store.channels_tried, delivery.bundle_id)
+            following = next_channel(recipient, delivery.channel, used)
+            if following is None:
+                continue
+            await asyncio.to_thread(
+                fall_back_to,
+                self.store,
+                campaign,
+                delivery,
+                following,
+                why="automatic, by the case's policy",
+                actor=self.actor,
+            )
+            summary.deliveries[f"{following}:fallback"] += 1
+            self.progress(f"{delivery.channel} {delivery.id} {delivery.state}: trying {following}")
+            queued += 1
+        return queued
 
     def _parcel(self, campaign: Campaign, delivery: DeliveryRow) -> Parcel:
         bundle = self.store.bundle(delivery.bundle_id)
@@ -351,6 +464,7 @@ class Worker:
             (int(e["pages"][0]), int(e["pages"][1])) for e in manifest.get("envelopes", ())
         )
         return Parcel(
+            sent_parts=self.store.sent_parts(delivery.id),
             delivery_id=delivery.id,
             bundle_id=bundle.id,
             channel=delivery.channel,
@@ -385,6 +499,47 @@ class Worker:
 
 
 SPOOLS = (EmailSpool, FaxSpool, PostSpool)  # writing a spool file again is harmless
+
+
+def _parts(exc: BaseException) -> tuple[Part, ...]:
+    return exc.parts if isinstance(exc, ChannelError) else ()
+
+
+def fall_back_to(
+    store: Store,
+    campaign: Campaign,
+    delivery: DeliveryRow,
+    channel: ChannelName,
+    *,
+    why: str,
+    actor: str,
+) -> str:
+    """Queue the bundle of ``delivery`` on ``channel``, record the decision; the new id."""
+    bundle = store.bundle(delivery.bundle_id)
+    new_id = store.ensure_delivery(
+        bundle, channel, bounce_domain=campaign.organisation.bounce_domain, actor=actor
+    )
+    store.record_resolution(delivery.id, f"fallback to {channel} ({new_id}): {why}", actor=actor)
+    return new_id
+
+
+def next_channel(
+    recipient: Recipient, failed: ChannelName, tried: Collection[ChannelName]
+) -> ChannelName | None:
+    """The recipient's next channel after ``failed`` that was not tried and can reach them."""
+    order = recipient.channels
+    later = order[order.index(failed) + 1 :] if failed in order else order
+    for channel in later:
+        if channel in tried:
+            continue
+        if channel == ChannelName.EMAIL and not recipient.email:
+            continue
+        if channel == ChannelName.FAX and not recipient.fax:
+            continue
+        if channel == ChannelName.POST and recipient.address is None:
+            continue
+        return channel
+    return None
 
 
 def _recipient(campaign: Campaign, case_slug: str, slug: str) -> Recipient:

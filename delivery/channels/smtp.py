@@ -9,8 +9,9 @@ undoes it.
 Security follows ``SmtpSettings.security``: ``tls`` speaks TLS from the first byte,
 ``starttls`` (the default) requires the upgrade and refuses a server that does not offer
 it, ``none`` sends in clear and only because an operator set it. Certificates are verified
-against the system's trust store (or the ``tls_context`` given). One connection is opened
-on the first parcel and reused until :meth:`SmtpChannel.close`; a connection the server
+against the system's trust store (or the ``tls_context`` given). Up to ``connections``
+connections are opened as parcels need them and reused until :meth:`SmtpChannel.close`;
+a parcel holds one connection until all its e-mails are sent, and a connection the server
 dropped in between is replaced.
 
 Outcomes, one e-mail at a time:
@@ -45,14 +46,12 @@ attachment on a slow link is not cut off while it moves). That includes the repl
 final dot, for which RFC 5321 suggests allowing ten minutes: a short timeout turns a slow
 but successful acceptance into an ambiguous one.
 
-A parcel with several e-mails is sent in order, each after the previous one was accepted.
+A parcel with several e-mails is sent in order, each after the previous one was accepted,
+and each accepted e-mail is reported as a :class:`Part` (its Message-ID as the reference).
 When e-mail *k* fails, the error raised is the one for e-mail *k* (transient, permanent or
-ambiguous, as above) and its text names the e-mails already accepted, with their replies.
-Those are with the server. The worker should record the error text with the delivery as
-usual and settle it by the class: ambiguous → ``UNKNOWN`` (a person checks what arrived);
-permanent → ``FAILED``; transient → ``DEFERRED``, knowing that re-sending the whole parcel
-sends the accepted e-mails a second time (same Message-IDs, which receiving software may
-or may not merge) unless the retry is given only the e-mails not yet accepted.
+ambiguous, as above), carries the parts already accepted, and its text names them. The
+worker records those parts, and a retry passes their numbers in ``Parcel.sent_parts``:
+they are skipped, so an accepted e-mail is never sent a second time.
 """
 
 from __future__ import annotations
@@ -91,7 +90,7 @@ from delivery.errors import (
     PermanentChannelError,
     TransientChannelError,
 )
-from delivery.models import ChannelName, DeliveryState, ProofLevel
+from delivery.models import ChannelName, DeliveryState, Part, ProofLevel
 from delivery.outbox import Artefact
 
 _START_INPUT = 354
@@ -242,31 +241,48 @@ def _mail_options(smtp: SMTP, parcel: Parcel, payload: bytes) -> tuple[list[str]
     return [*options, "SMTPUTF8"], "utf-8"
 
 
-def _accepted_note(replies: Sequence[SMTPResponse], count: int) -> str:
-    parts = ", ".join(
-        f"e-mail {number} of {count} ({_reply(reply.code, reply.message)})"
-        for number, reply in enumerate(replies, start=1)
+def _accepted_note(parts: Sequence[Part]) -> str:
+    done = ", ".join(f"e-mail {p.number} of {p.count} ({p.detail})" for p in parts)
+    return f"; already accepted, not to be sent again: {done}"
+
+
+def _part(number: int, count: int, payload: bytes, reply: SMTPResponse) -> Part:
+    message_id = str(BytesHeaderParser(policy=default_policy).parsebytes(payload)["Message-ID"])
+    return Part(
+        number=number,
+        count=count,
+        ref=message_id.strip(),
+        state=DeliveryState.ACCEPTED,
+        proof=ProofLevel.MTA_ACCEPTED,
+        detail=_reply(reply.code, reply.message),
     )
-    return f"; already accepted, not to be sent again: {parts}"
 
 
-def _receipt(replies: Sequence[SMTPResponse]) -> Receipt:
-    if len(replies) == 1:
-        ref = _one_line(replies[0].message)
-        detail = _reply(replies[0].code, replies[0].message)
+def _receipt(parts: Sequence[Part]) -> Receipt:
+    """Accepted, with each e-mail's reply; the server's replies usually hold its queue ids."""
+    if len(parts) == 1 and parts[0].count == 1:
+        detail = parts[0].detail
     else:
-        count = len(replies)
-        ref = " | ".join(_one_line(reply.message) for reply in replies)
-        detail = "; ".join(
-            f"e-mail {number} of {count}: {_reply(reply.code, reply.message)}"
-            for number, reply in enumerate(replies, start=1)
-        )
+        detail = "; ".join(f"e-mail {p.number} of {p.count}: {p.detail}" for p in parts)
     return Receipt(
         state=DeliveryState.ACCEPTED,
         proof=ProofLevel.MTA_ACCEPTED,
-        provider_ref=ref,
+        provider_ref=" | ".join(p.detail.partition(" ")[2] for p in parts),
         detail=detail,
+        parts=tuple(parts),
     )
+
+
+class _Slot:
+    """One connection of the pool; a parcel holds its slot until all its e-mails are sent."""
+
+    def __init__(self) -> None:
+        self.smtp: SMTP | None = None
+
+    def drop(self) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is not None:
+            smtp.close()
 
 
 class SmtpChannel:
@@ -274,11 +290,19 @@ class SmtpChannel:
 
     name = ChannelName.EMAIL
 
-    def __init__(self, settings: SmtpSettings, *, tls_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        connections: int = 1,
+    ):
         self._settings = settings
         self._tls_context = tls_context or ssl.create_default_context()
-        self._smtp: SMTP | None = None
-        self._lock = asyncio.Lock()
+        self._slots: list[_Slot] = [_Slot() for _ in range(max(1, connections))]
+        self._free: asyncio.Queue[_Slot] = asyncio.Queue()
+        for slot in self._slots:
+            self._free.put_nowait(slot)
 
     @property
     def _server(self) -> str:
@@ -287,38 +311,40 @@ class SmtpChannel:
     async def send(self, parcel: Parcel) -> Receipt:
         messages = _check_parcel(parcel)
         count = len(messages)
-        replies: list[SMTPResponse] = []
-        async with self._lock:
+        sent: list[Part] = []
+        slot = await self._free.get()
+        try:
             for number, payload in enumerate(messages, start=1):
+                if number in parcel.sent_parts:
+                    continue  # accepted in an earlier attempt: never sent twice
                 try:
-                    replies.append(await self._send_one(parcel, payload))
+                    reply = await self._send_one(slot, parcel, payload)
                 except ChannelError as exc:
                     which = "e-mail" if count == 1 else f"e-mail {number} of {count}"
                     text = f"{which} to {parcel.recipient.email} via {self._server}: {exc}"
-                    if replies:
-                        text += _accepted_note(replies, count)
-                    raise type(exc)(self._scrub(text)) from self._shown(exc)
+                    if sent:
+                        text += _accepted_note(sent)
+                    raise type(exc)(self._scrub(text), parts=sent) from self._shown(exc)
                 except asyncio.CancelledError:
-                    self._drop()  # a late reply must not be read as the next command's
+                    slot.drop()  # a late reply must not be read as the next command's
                     raise
-        return _receipt(replies)
+                sent.append(_part(number, count, payload, reply))
+        finally:
+            self._free.put_nowait(slot)
+        return _receipt(sent)
 
     async def close(self) -> tuple[Artefact, ...]:
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
-            return ()
-        try:
-            if smtp.is_connected:
-                with contextlib.suppress(SMTPException, OSError):  # the server went first
-                    await smtp.quit()
-        finally:
-            smtp.close()
+        for slot in self._slots:
+            smtp, slot.smtp = slot.smtp, None
+            if smtp is None:
+                continue
+            try:
+                if smtp.is_connected:
+                    with contextlib.suppress(SMTPException, OSError):  # the server went first
+                        await smtp.quit()
+            finally:
+                smtp.close()
         return ()
-
-    def _drop(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            smtp.close()
 
     def _scrub(self, text: str) -> str:
         password = self._settings.password.get_secret_value()
@@ -335,8 +361,8 @@ class SmtpChannel:
             seen = seen.__cause__ or seen.__context__
         return exc
 
-    async def _send_one(self, parcel: Parcel, payload: bytes) -> SMTPResponse:
-        smtp = await self._session()
+    async def _send_one(self, slot: _Slot, parcel: Parcel, payload: bytes) -> SMTPResponse:
+        smtp = await self._session(slot)
         try:
             options, encoding = _mail_options(smtp, parcel, payload)
             await smtp.mail(parcel.envelope_from, options=options, encoding=encoding)
@@ -376,9 +402,9 @@ class SmtpChannel:
             raise
         return protocol
 
-    async def _session(self) -> SMTP:
-        """The open connection, checked with RSET, or a new one."""
-        smtp = self._smtp
+    async def _session(self, slot: _Slot) -> SMTP:
+        """The slot's open connection, checked with RSET, or a new one."""
+        smtp = slot.smtp
         if smtp is not None and smtp.is_connected:
             try:
                 await smtp.rset()
@@ -386,14 +412,14 @@ class SmtpChannel:
                 smtp.close()
             else:
                 return smtp
-        self._smtp = None
+        slot.smtp = None
         try:
-            self._smtp = await self._connect()
+            slot.smtp = await self._connect()
         except ChannelError:
             raise
         except (SMTPException, OSError) as exc:
             raise _before_dot(exc, setup=True) from exc
-        return self._smtp
+        return slot.smtp
 
     async def _connect(self) -> SMTP:
         settings = self._settings

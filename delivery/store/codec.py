@@ -11,6 +11,7 @@ from delivery.models import (
     Cadence,
     Case,
     ChannelName,
+    Fallback,
     Format,
     MessageKind,
     Organisation,
@@ -66,6 +67,7 @@ def case_from_json(data: Mapping[str, Any], recipients: tuple[Recipient, ...]) -
     return Case(
         auto_approve=frozenset(MessageKind(k) for k in fields.pop("auto_approve")),
         danger_words=tuple(fields.pop("danger_words")),
+        fallback=Fallback(fields.pop("fallback", Fallback.REVIEW)),
         recipients=recipients,
         **fields,
     )

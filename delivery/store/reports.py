@@ -134,10 +134,17 @@ class Store(TrackingStore):
                 if state == "rendered" and want.get("pdf_sha256") != sha:
                     ledger_sha = str(want.get("pdf_sha256"))
                     yield f"bundle {bid}: table has PDF hash {sha}, ledger has {ledger_sha}"
-            for did, state in conn.execute(select(deliveries.c.id, deliveries.c.state)):
-                want = recorded.get(f"delivery:{did}", {}).get("state")
-                if want != state:
-                    yield f"delivery {did}: table says {state}, ledger says {want}"
+            for did, state, resolution in conn.execute(
+                select(deliveries.c.id, deliveries.c.state, deliveries.c.resolution)
+            ):
+                seen = recorded.get(f"delivery:{did}", {})
+                if seen.get("state") != state:
+                    yield f"delivery {did}: table says {state}, ledger says {seen.get('state')}"
+                if seen.get("resolution", "") != resolution:
+                    yield (
+                        f"delivery {did}: table says it was decided {resolution!r},"
+                        f" ledger says {seen.get('resolution', '')!r}"
+                    )
 
 
 def _recorded(event: chain.Event) -> dict[str, Any]:
@@ -147,6 +154,8 @@ def _recorded(event: chain.Event) -> dict[str, Any]:
         return {"state": "pending" if state in ("flagged", "waiting") else state}
     if event.kind.startswith("delivery."):
         return {"state": event.kind.removeprefix("delivery.")}
+    if event.kind == "resolution.recorded":
+        return {"resolution": data.get("resolution", "")}
     if event.kind == "bundle.rendered":
         return {"pdf_sha256": data.get("pdf_sha256")}
     return {}

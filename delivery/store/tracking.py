@@ -23,7 +23,6 @@ from delivery.models import (
     DeliveryState,
     Part,
     ProofLevel,
-    check_transition,
     combined,
 )
 from delivery.outbox import Artefact
@@ -266,6 +265,14 @@ class TrackingStore(WorkStore):
         with self.engine.connect() as conn:
             return [_delivery_row(r) for r in conn.execute(query)]
 
+    def channels_tried(self, bundle_id: str) -> frozenset[ChannelName]:
+        """The channels a bundle already has a delivery on."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(deliveries.c.channel).where(deliveries.c.bundle_id == bundle_id)
+            ).scalars()
+            return frozenset(ChannelName(c) for c in rows)
+
     def record_resolution(self, delivery_id: str, resolution: str, *, actor: str) -> None:
         """Record what was decided about a delivery that did not arrive."""
         with self.transaction() as conn:
@@ -289,7 +296,7 @@ class TrackingStore(WorkStore):
                 conn,
                 [
                     chain.Entry(
-                        kind="delivery.resolved",
+                        kind="resolution.recorded",
                         subject=f"delivery:{delivery_id}",
                         payload={"state": str(row[0]), "resolution": resolution},
                         actor=actor,
@@ -300,9 +307,11 @@ class TrackingStore(WorkStore):
     def requeue_unknown(self, delivery_id: str, *, reason: str, actor: str) -> None:
         """A person chose to send an unknown delivery again, with the same Message-ID."""
         current = self.delivery(delivery_id)
-        check_transition(current.state, DeliveryState.QUEUED)
         if current.state != DeliveryState.UNKNOWN:
-            raise InputError(f"delivery {delivery_id} is {current.state}, not unknown")
+            raise InputError(
+                f"delivery {delivery_id} is {current.state}, not unknown: only a delivery that"
+                " may or may not have arrived is sent again this way"
+            )
         self.transition(
             delivery_id,
             DeliveryState.QUEUED,

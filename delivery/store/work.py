@@ -541,6 +541,8 @@ class WorkStore(MessageStore):
                 conn.execute(
                     update(recipients).where(recipients.c.id.in_(targets)).values(held=held)
                 )
+            if not held:
+                self._clear_suspect(conn, targets, reason or "released by a person", actor)
             moved = self._move_held_deliveries(conn, targets, held, actor)
             subject = f"recipient:{case}/{recipient}" if recipient else f"case:{case}"
             kind = "hold" if held else "release"
@@ -556,6 +558,25 @@ class WorkStore(MessageStore):
                 ],
             )
         return {"recipients": len(targets), "deliveries": moved}
+
+    def _clear_suspect(self, conn: Connection, targets: list[int], reason: str, actor: str) -> None:
+        """A person released these recipients: their postal addresses count as checked."""
+        rows = conn.execute(
+            select(recipients.c.id, recipients.c.case_slug, recipients.c.slug).where(
+                recipients.c.id.in_(targets), recipients.c.address_suspect != ""
+            )
+        ).all()
+        for rid, case, slug in rows:
+            conn.execute(
+                update(recipients).where(recipients.c.id == rid).values(address_suspect="")
+            )
+            entry = chain.Entry(
+                kind="address.cleared",
+                subject=f"recipient:{case}/{slug}",
+                payload={"reason": reason},
+                actor=actor,
+            )
+            self.append(conn, [entry])
 
     def _hold_targets(self, conn: Connection, case: str, recipient: str | None) -> list[int]:
         if not conn.execute(select(cases.c.slug).where(cases.c.slug == case)).first():
