@@ -41,11 +41,17 @@ class SmtpSecurity(enum.StrEnum):
 
 class SmtpSettings(BaseModel):
     host: str = ""
-    port: int = 587
+    port: int = 587  # 465 when security is tls and no port is given
     security: SmtpSecurity = SmtpSecurity.STARTTLS
     username: str = ""
     password: SecretStr = SecretStr("")
-    timeout: float = 30.0
+    timeout: float = Field(default=30.0, gt=0)  # every wait, the reply to the final dot too
+
+    @model_validator(mode="after")
+    def _implicit_tls_port(self) -> SmtpSettings:
+        if self.security is SmtpSecurity.TLS and "port" not in self.model_fields_set:
+            self.port = 465
+        return self
 
 
 class SesSettings(BaseModel):

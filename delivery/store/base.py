@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -56,6 +58,19 @@ class StoreBase:
         events = chain.seal(entries, last_seq=last_seq, last_hash=last_hash, at=chain.utc_stamp())
         conn.execute(insert(ledger), [_event_row(e) for e in events])
         return events
+
+    def evidence_recorded(self, subject: str, path: str) -> bool:
+        """Whether an event about ``subject`` already cites the evidence file at ``path``.
+
+        Evidence is written before its event, so a file on disk alone proves nothing: a
+        run that stopped in between left the file and no event, and must record it again.
+        """
+        needle = json.dumps(path)
+        with self.engine.connect() as conn:
+            payloads = conn.execute(
+                select(ledger.c.payload).where(ledger.c.subject == subject)
+            ).scalars()
+            return any(needle in payload for payload in payloads)
 
     def events(
         self, *, subjects: Sequence[str] | None = None, batch: int = 5000

@@ -71,8 +71,8 @@ class BounceTracker:
         detail = f"{found.action} {found.status} {found.diagnostic}".strip()
         cleaned = scrub(raw, self.keep_addresses)
         path = f"evidence/bounces/{hashlib.sha256(cleaned).hexdigest()[:32]}.eml"
-        if target == current or self.outbox.exists(path):  # the same report, read again
-            return "already recorded"
+        if target == current or self.store.evidence_recorded(f"delivery:{delivery_id}", path):
+            return "already recorded"  # the same report, read again
         evidence = self.outbox.write(path, cleaned)
         if target is None or target not in TRANSITIONS[current]:
             what = "delay" if target is None else "late-report"

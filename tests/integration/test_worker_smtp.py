@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import hashlib
 import email.policy
 import mailbox
 import socket
@@ -22,6 +23,7 @@ from delivery.models import ChannelName, DeliveryState, ReviewState
 from delivery.outbox import LocalOutbox
 from delivery.store import Store
 from delivery.tracking.bounces import BounceTracker
+from delivery.tracking.dsn import scrub
 from delivery.tracking.mailboxes import read_mbox
 from delivery.worker import Worker
 
@@ -189,3 +191,32 @@ def test_bounce_reports_move_accepted_mail_and_keep_scrubbed_evidence(
     tracker.track(read_mbox(tmp_path / "bounces.mbox"))
     assert store.ledger_size() == events
     assert store.delivery(family.id).state == DeliveryState.BOUNCED
+
+
+def test_a_report_whose_evidence_was_written_but_not_recorded_is_recorded_next_time(
+    setup: tuple[Settings, Store, Recorder], tmp_path: Path
+) -> None:
+    settings, store, _ = setup
+    asyncio.run(Worker(settings, store).run_once(on_demand=True))
+    family = next(
+        d for d in store.deliveries_in([DeliveryState.ACCEPTED]) if d.slug == "arkhipov-family"
+    )
+    raw = _report("postfix_user_unknown.eml", "dlv-3f9a1c7e52b04d8e61a7", family.id)
+    outbox = LocalOutbox(settings.outbox_path)
+    org = store.campaign().organisation
+    tracker = BounceTracker(
+        store=store,
+        outbox=outbox,
+        bounce_domain=org.bounce_domain,
+        keep_addresses=(org.bounce_domain,),
+        actor="test",
+    )
+    # A run that stopped between writing the evidence and recording the event:
+    cleaned = scrub(raw, tracker.keep_addresses)
+    outbox.write(f"evidence/bounces/{hashlib.sha256(cleaned).hexdigest()[:32]}.eml", cleaned)
+
+    report = tracker.track([("1", raw)])
+
+    assert report.outcomes == {"bounced": 1}
+    assert store.delivery(family.id).state == DeliveryState.BOUNCED
+    assert verify(store.events(), outbox.sha256) == []

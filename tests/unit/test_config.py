@@ -74,3 +74,24 @@ def test_an_unknown_smtp_security_is_refused_by_name(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SOLIDARITY_SMTP__SECURITY", "opportunistic")
     with pytest.raises(ConfigurationError, match=r"smtp\.security: Input should be"):
         load_settings()
+
+
+def test_implicit_tls_listens_on_465_unless_a_port_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOLIDARITY_SMTP__HOST", "smtp.example.org")
+    monkeypatch.setenv("SOLIDARITY_SMTP__SECURITY", "tls")
+    assert load_settings().smtp.port == 465
+    monkeypatch.setenv("SOLIDARITY_SMTP__PORT", "2465")
+    assert load_settings().smtp.port == 2465
+    monkeypatch.setenv("SOLIDARITY_SMTP__SECURITY", "starttls")
+    monkeypatch.delenv("SOLIDARITY_SMTP__PORT")
+    assert load_settings().smtp.port == 587
+
+
+def test_an_unknown_envelope_type_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOLIDARITY_POST__ENVELOPE", "B4")
+    with pytest.raises(ConfigurationError, match=r"post\.envelope: .*unknown envelope type 'B4'"):
+        load_settings()
+    monkeypatch.setenv("SOLIDARITY_POST__ENVELOPE", "us #10")
+    assert load_settings().post.envelope == "US10"
