@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import email
-import hashlib
 import email.policy
+import hashlib
 import mailbox
 import socket
 from collections.abc import Iterator
