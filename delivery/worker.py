@@ -224,15 +224,13 @@ class Worker:
                 actor=self.actor,
             )
         channels = self._channels(campaign)
-        stopped: list[str] = []
+        stopped: set[ChannelName] = set()  # channels that cannot work as configured
         # Fallbacks decided in one round (or since the last run) are sent in the next one.
         for turn in range(1 + len(ChannelName)):
             fallbacks = await self._fall_back(campaign, summary)
             if turn and not fallbacks:
                 break
             await self._deliver_ready(campaign, channels, summary, stopped)
-            if stopped:
-                break
         for channel in channels.values():
             artefacts = await channel.close()
             if artefacts:
@@ -245,7 +243,7 @@ class Worker:
         campaign: Campaign,
         channels: dict[ChannelName, Channel],
         summary: RunSummary,
-        stopped: list[str],
+        stopped: set[ChannelName],
     ) -> None:
         ready = await asyncio.to_thread(
             self.store.deliveries_in,
@@ -256,15 +254,15 @@ class Worker:
 
         async def one(delivery: DeliveryRow) -> None:
             async with gate:
-                if stopped:  # the channel cannot work as configured: leave the rest waiting
+                if delivery.channel in stopped:  # leave the rest of that channel waiting
                     return
                 try:
                     state = await self._paced(campaign, channels[delivery.channel], delivery, now)
                 except ChannelSetupError as exc:
-                    if not stopped:
-                        stopped.append(str(exc))
+                    if delivery.channel not in stopped:
+                        stopped.add(delivery.channel)
                         summary.errors.append(str(exc))
-                        self.progress(f"STOPPED: {exc}")
+                        self.progress(f"STOPPED {delivery.channel}: {exc}")
                     return
                 if state:
                     summary.deliveries[f"{delivery.channel}:{state}"] += 1
@@ -361,13 +359,13 @@ class Worker:
             return await self._settle(delivery, DeliveryState.DEFERRED, str(exc), _parts(exc))
         except AmbiguousDeliveryError as exc:
             return await self._settle(delivery, DeliveryState.UNKNOWN, str(exc), exc.parts)
-        except ChannelSetupError:
+        except ChannelSetupError as exc:
             await asyncio.to_thread(
                 self.store.transition,
                 delivery.id,
                 DeliveryState.DEFERRED,
                 actor=self.actor,
-                detail="channel not usable as configured; waiting for an operator",
+                detail=f"channel not usable as configured; waiting for an operator: {exc}",
             )
             raise
         except (PermanentError, OSError) as exc:
