@@ -1,9 +1,14 @@
 """The post spool: one print job per run, for a mailroom or a print-and-post service.
 
 Nothing leaves the machine. Each parcel becomes an envelope PDF in ``post/<job>/``; close()
-adds ``manifest.csv`` (one row per envelope, safe to open in a spreadsheet) and
-``README.txt`` (what to print and the return address). Re-sending a parcel rewrites the
-same envelope and replaces its manifest row, so files and rows stay the same.
+adds ``manifest.csv`` (one row per envelope, safe to open in a spreadsheet),
+``status.csv`` (the same envelopes, for the mailroom to say what became of each; read back
+by :mod:`delivery.tracking.post`) and ``README.txt`` (what to print, the return address,
+how to fill in the status file). Re-sending a parcel rewrites the same envelope and
+replaces its rows, so files and rows stay the same.
+
+Each envelope is a part of its delivery (:class:`~delivery.models.Part`), known by its
+envelope id, so the post office's word about one envelope moves that envelope only.
 
 Every envelope PDF starts with an A4 address sheet whose address block sits in the window
 of the job's envelope type (DIN 5008 form B for C5 and DL, the common US #10 window
@@ -40,6 +45,7 @@ from delivery.models import (
     ChannelName,
     DeliveryState,
     Organisation,
+    Part,
     ProofLevel,
     Recipient,
 )
@@ -64,6 +70,8 @@ MANIFEST_COLUMNS = (
     "pdf",
     "pdf_sha256",
 )
+# What the mailroom fills in, one row per envelope: see readme_document and tracking/post.py.
+STATUS_COLUMNS = ("envelope", "status", "date", "tracking_number", "reason", "signed_by")
 ADDRESS_SHEET_TEMPLATE = "address_sheet.html.j2"
 _LONG_BLOCK = 6  # address blocks longer than this are set smaller to fit the window
 # A spreadsheet reads a cell starting with one of these as a formula.
@@ -219,14 +227,26 @@ def _check_parcel(parcel: Parcel) -> Address:
     return parcel.recipient.address
 
 
-def manifest_document(envelopes: Sequence[_Envelope]) -> bytes:
-    """The manifest: UTF-8 with a byte-order mark, CRLF line ends, sorted by envelope."""
+def csv_document(rows: Sequence[Sequence[str]]) -> bytes:
+    """Rows as a spreadsheet reads them: UTF-8 with a byte-order mark, CRLF line ends."""
     buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    for envelope in sorted(envelopes, key=lambda e: e.delivery_id):
-        writer.writerow(envelope.row())
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
     return buffer.getvalue().encode("utf-8-sig")
+
+
+def manifest_document(envelopes: Sequence[_Envelope]) -> bytes:
+    """The manifest: one row per envelope, sorted by envelope."""
+    ordered = sorted(envelopes, key=lambda e: e.delivery_id)
+    return csv_document([MANIFEST_COLUMNS, *(envelope.row() for envelope in ordered)])
+
+
+def status_document(envelopes: Sequence[_Envelope]) -> bytes:
+    """The status file to fill in: every envelope listed, sorted as the manifest, the rest blank."""
+    ordered = sorted(envelopes, key=lambda e: e.delivery_id)
+    blanks = ("",) * (len(STATUS_COLUMNS) - 1)
+    return csv_document(
+        [STATUS_COLUMNS, *((spreadsheet_safe(e.envelope_id), *blanks) for e in ordered)]
+    )
 
 
 def readme_document(job_id: str, envelopes: Sequence[_Envelope], sender: Organisation) -> bytes:
@@ -256,8 +276,30 @@ def readme_document(job_id: str, envelopes: Sequence[_Envelope], sender: Organis
         "Return address (sender):",
         *(f"    {line}" for line in sender_lines),
         "",
+        *_STATUS_HELP,
     ]
     return "\n".join(lines).encode()
+
+
+_STATUS_HELP = (
+    "What became of each envelope: status.csv lists every envelope. Fill in a row",
+    "when the envelope is posted, and again when the post office says more; leave",
+    "the status empty while there is nothing to say. Then hand the file back, to be",
+    "read with `solidarity post mark status.csv` (the same file twice is harmless).",
+    "",
+    "    envelope         the envelope id, as on the address sheet (already filled in)",
+    "    status           posted, delivered or returned",
+    "    date             when, as 2024-05-31 or 2024-05-31T14:05 (optional)",
+    "    tracking_number  the post office's number for a tracked envelope (optional)",
+    "    reason           why it came back; required for returned, e.g.",
+    "                     addressee unknown, moved, refused",
+    "    signed_by        who signed for it on delivery, when someone did (optional)",
+    "",
+    "Save it as CSV (UTF-8); commas or semicolons both work. A file with a mistake is",
+    "refused whole, each mistake named by line, and nothing is recorded until it is",
+    "fixed.",
+    "",
+)
 
 
 class PostSpool:
@@ -331,6 +373,7 @@ class PostSpool:
             provider_ref=artefacts[0].path,
             detail=f"{count} envelope{'s' if count != 1 else ''} added to print job {self._job_id}",
             artefacts=tuple(artefacts),
+            parts=_parts(pieces, self._job_id),
         )
 
     async def _envelope_pdf(
@@ -352,12 +395,30 @@ class PostSpool:
             return ()
         envelopes = sorted(self._envelopes.values(), key=lambda e: e.envelope_id)
         folder = f"post/{self._job_id}"
-        manifest = manifest_document(envelopes)
-        readme = readme_document(self._job_id, envelopes, self._sender)
-        return await asyncio.to_thread(self._write_job, folder, manifest, readme)
+        files = {
+            "manifest.csv": manifest_document(envelopes),
+            "status.csv": status_document(envelopes),
+            "README.txt": readme_document(self._job_id, envelopes, self._sender),
+        }
+        return await asyncio.to_thread(self._write_job, folder, files)
 
-    def _write_job(self, folder: str, manifest: bytes, readme: bytes) -> tuple[Artefact, ...]:
-        return (
-            self._outbox.write(f"{folder}/manifest.csv", manifest),
-            self._outbox.write(f"{folder}/README.txt", readme),
+    def _write_job(self, folder: str, files: dict[str, bytes]) -> tuple[Artefact, ...]:
+        return tuple(self._outbox.write(f"{folder}/{name}", data) for name, data in files.items())
+
+
+def _parts(pieces: Sequence[tuple[str, bytes, int]], job_id: str) -> tuple[Part, ...]:
+    """One part per envelope, known by its envelope id, all of them spooled.
+
+    An envelope an earlier attempt already spooled (``Parcel.sent_parts``) is written again
+    unchanged, so every envelope is listed: the job holds them all.
+    """
+    return tuple(
+        Part(
+            number=number,
+            count=len(pieces),
+            ref=envelope_id,
+            state=DeliveryState.SPOOLED,
+            detail=f"in print job {job_id}",
         )
+        for number, (envelope_id, _, _) in enumerate(pieces, start=1)
+    )

@@ -30,6 +30,7 @@ from delivery.models import (
     DeliveryState,
     Format,
     Organisation,
+    Part,
     ProofLevel,
     Recipient,
     RecipientKind,
@@ -323,11 +324,21 @@ def test_post_spool_writes_envelopes_manifest_and_readme(tmp_path: Path) -> None
     for parcel, receipt in zip(parcels, receipts, strict=True):
         path = f"post/job-2024-05-01/{parcel.delivery_id}.pdf"
         assert_spooled(receipt, path)
+        assert receipt.parts == (
+            Part(
+                number=1,
+                count=1,
+                ref=parcel.delivery_id,
+                state=DeliveryState.SPOOLED,
+                detail="in print job job-2024-05-01",
+            ),
+        )
         written = PdfReader(io.BytesIO(outbox.read(path)))
         assert len(written.pages) % 2 == 0  # address sheet, blank back, letter, blank
         assert len(written.pages) == 2 + parcel.pages + parcel.pages % 2
     assert [a.path for a in artefacts] == [
         "post/job-2024-05-01/manifest.csv",
+        "post/job-2024-05-01/status.csv",
         "post/job-2024-05-01/README.txt",
     ]
     assert_artefacts_match(outbox, artefacts)
@@ -362,6 +373,29 @@ def test_post_manifest_escapes_formula_cells(tmp_path: Path) -> None:
     assert family["address"].startswith("'=HYPERLINK(")  # the addressee block starts with the name
     assert " / @family / -5 Garden Row / " in family["address"]
     assert rows[0]["recipient_name"] == "Office of the Prosecutor"
+
+
+def test_post_status_template_lists_every_envelope_for_the_mailroom(tmp_path: Path) -> None:
+    outbox = LocalOutbox(tmp_path)
+    channel = PostSpool(outbox, job_id="job-1")
+    family = dataclasses.replace(post_parcels()[0], delivery_id="=dlv-0004")  # a formula id
+    send_all(channel, [*post_parcels(), family])
+    asyncio.run(channel.close())
+
+    raw = outbox.read("post/job-1/status.csv")
+    assert raw.startswith(b"\xef\xbb\xbfenvelope,status,date,tracking_number,reason,signed_by\r\n")
+    assert raw.count(b"\r\n") == 5
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    assert rows[1:] == [
+        ["'=dlv-0004", "", "", "", "", ""],
+        ["dlv-0001", "", "", "", "", ""],
+        ["dlv-0002", "", "", "", "", ""],
+        ["dlv-0003", "", "", "", "", ""],
+    ]
+    readme = outbox.read("post/job-1/README.txt").decode("utf-8")
+    assert "status.csv lists every envelope" in readme
+    assert "posted, delivered or returned" in readme
+    assert "required for returned" in readme
 
 
 def test_post_readme_counts_and_return_address(tmp_path: Path) -> None:
@@ -430,12 +464,21 @@ def test_a_bundle_in_envelopes_becomes_one_pdf_and_row_per_envelope(tmp_path: Pa
         "post/job-e/dlv-0009-e1.pdf",
         "post/job-e/dlv-0009-e2.pdf",
     ]
+    assert [(p.number, p.count, p.ref, p.state) for p in receipt.parts] == [
+        (1, 2, "dlv-0009-e1", DeliveryState.SPOOLED),
+        (2, 2, "dlv-0009-e2", DeliveryState.SPOOLED),
+    ]
     pages = [len(PdfReader(io.BytesIO(outbox.read(a.path))).pages) for a in receipt.artefacts]
     assert pages == [6, 4]  # address sheet and its back first; an even count each
     _, rows = read_manifest(outbox, "job-e")
     assert [(r["envelope"], r["delivery"], r["pages"], r["sheets"]) for r in rows] == [
         ("dlv-0009-e1", "dlv-0009", "6", "3"),
         ("dlv-0009-e2", "dlv-0009", "4", "2"),
+    ]
+    status = outbox.read("post/job-e/status.csv").decode("utf-8-sig")
+    assert [line.split(",")[0] for line in status.splitlines()[1:]] == [
+        "dlv-0009-e1",
+        "dlv-0009-e2",
     ]
 
 
