@@ -23,9 +23,12 @@ Sending. The recipient's number must be E.164. A bundle longer than
 ``PhaxioSettings.max_pages`` is split into several faxes of at most that many pages; each
 part's ``header_text`` ends in "part k of n". Every fax is tagged ``tag[delivery]`` with
 the delivery id (and ``tag[part]`` = ``k/n`` when split), so a fax found at Phaxio can be
-traced back to its delivery. The receipt is ``ACCEPTED`` with ``ProofLevel.NONE`` (queued
-at the gateway, nothing confirmed yet) and the fax ids, joined with ",", as
-``provider_ref``.
+traced back to its delivery. Parts in ``Parcel.sent_parts`` (queued or delivered by an
+earlier attempt) are not faxed again: the bundle is cut the same way and those part
+numbers are skipped. The receipt is ``ACCEPTED`` with ``ProofLevel.NONE`` (queued at the
+gateway, nothing confirmed yet); ``Receipt.parts`` holds one ``ACCEPTED`` part per fax
+queued by this call, its fax id as ``ref``, and ``provider_ref`` those fax ids joined
+with ",".
 
 Outcomes of one ``POST``:
 
@@ -38,9 +41,9 @@ Outcomes of one ``POST``:
   closed, a 2xx body without a fax id): :class:`AmbiguousDeliveryError` — Phaxio may have
   queued the fax, so it must not be sent again without a person deciding.
 
-When part *k* of a split bundle fails, the error raised is part *k*'s, of the same class,
-and its text names the fax ids already queued: re-sending the whole parcel would fax
-those parts a second time.
+When part *k* of a split bundle fails, the error raised is part *k*'s, of the same class;
+its text names the fax ids already queued by this call and its ``parts`` carries them, so
+they are recorded and a retry sends only the parts that are still missing.
 
 Status. :meth:`PhaxioFax.status` (``GET faxes/<id>``) and :func:`parse_callback` both read
 a fax object: ``success`` → ``DELIVERED`` with ``FAX_CONFIRMED``; ``failure`` with a
@@ -55,17 +58,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import io
 import json
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
-import pikepdf
 
 from delivery.channels.base import Parcel, Receipt
-from delivery.channels.fax import E164
+from delivery.channels.fax import FaxPart, checked_number, parts_to_send, split_pdf
 from delivery.config import PhaxioSettings
 from delivery.errors import (
     AmbiguousDeliveryError,
@@ -74,8 +75,20 @@ from delivery.errors import (
     PermanentChannelError,
     TransientChannelError,
 )
-from delivery.models import ChannelName, DeliveryState, ProofLevel
+from delivery.models import ChannelName, DeliveryState, Part, ProofLevel
 from delivery.outbox import Artefact
+
+__all__ = [
+    "CallbackError",
+    "FaxStatus",
+    "PhaxioFax",
+    "callback_signature",
+    "fax_status",
+    "header_text",
+    "parse_callback",
+    "split_pdf",
+    "verify_callback",
+]
 
 HEADER_MAX = 50  # characters of header_text Phaxio accepts
 _PENDING = frozenset({"queued", "pendingbatch", "inprogress"})
@@ -247,27 +260,6 @@ def fax_status(fax: Mapping[str, object]) -> FaxStatus:
 # --- sending -----------------------------------------------------------------------------
 
 
-def split_pdf(pdf: bytes, max_pages: int) -> list[bytes]:
-    """The bundle as faxes of at most ``max_pages`` pages each (unchanged when it fits)."""
-    if not pdf.startswith(b"%PDF-"):
-        raise PermanentChannelError("the parcel's bundle is not a PDF")
-    try:
-        with pikepdf.Pdf.open(io.BytesIO(pdf)) as whole:
-            count = len(whole.pages)
-            if count <= max_pages:
-                return [pdf] if count else []
-            parts: list[bytes] = []
-            for start in range(0, count, max_pages):
-                with pikepdf.Pdf.new() as part:
-                    part.pages.extend(whole.pages[start : start + max_pages])
-                    out = io.BytesIO()
-                    part.save(out)
-                    parts.append(out.getvalue())
-            return parts
-    except pikepdf.PdfError as exc:
-        raise PermanentChannelError(f"the parcel's bundle cannot be read: {exc}") from exc
-
-
 def header_text(sender: str, part: int, parts: int) -> str:
     """The page header: the sender, and "part k of n" when the bundle was split."""
     suffix = f" - part {part} of {parts}" if parts > 1 else ""
@@ -353,12 +345,27 @@ def _queued_id(response: httpx.Response, what: str) -> str:
     return fax_id
 
 
-def _with_queued(exc: ChannelError, queued: Sequence[str]) -> ChannelError:
+def _with_queued(exc: ChannelError, queued: Sequence[Part]) -> ChannelError:
+    """``exc`` again, naming and carrying the parts this attempt had already queued."""
     if not queued:
         return exc
+    ids = ", ".join(part.ref for part in queued)
     return type(exc)(
-        f"{exc}; already queued at Phaxio for this delivery: fax {', '.join(queued)}"
-        " (re-sending the whole parcel would fax those parts again)"
+        f"{exc}; already queued at Phaxio for this delivery: fax {ids}"
+        " (re-sending the whole parcel would fax those parts again)",
+        parts=queued,
+    )
+
+
+def _queued_part(part: FaxPart, fax_id: str) -> Part:
+    span = f"pages {part.first}-{part.last}" if part.count > 1 else f"{part.pages} pages"
+    return Part(
+        number=part.number,
+        count=part.count,
+        ref=fax_id,
+        state=DeliveryState.ACCEPTED,
+        proof=ProofLevel.NONE,
+        detail=f"queued at Phaxio as fax {fax_id} ({span})",
     )
 
 
@@ -408,23 +415,17 @@ class PhaxioFax:
         return _queued_id(response, what)
 
     async def send(self, parcel: Parcel) -> Receipt:
-        number = _checked_number(parcel)
+        number = checked_number(parcel)
         self._auth()
-        parts = await asyncio.to_thread(split_pdf, parcel.pdf, self._settings.max_pages)
-        if not parts:
-            raise PermanentChannelError(f"delivery {parcel.delivery_id}: the bundle has no pages")
-        queued: list[str] = []
-        for part, pdf in enumerate(parts, start=1):
+        count, todo = await asyncio.to_thread(parts_to_send, parcel, self._settings.max_pages)
+        queued: list[Part] = []
+        for part in todo:
             try:
-                queued.append(await self._post(parcel, number, pdf, part, len(parts)))
+                fax_id = await self._post(parcel, number, part.pdf, part.number, count)
             except ChannelError as exc:
                 raise _with_queued(exc, queued) from exc
-        return Receipt(
-            state=DeliveryState.ACCEPTED,
-            proof=ProofLevel.NONE,
-            provider_ref=",".join(queued),
-            detail=f"queued at Phaxio for {number} as {len(queued)} fax(es): {', '.join(queued)}",
-        )
+            queued.append(_queued_part(part, fax_id))
+        return _receipt(number, count, queued)
 
     async def status(self, fax_id: str) -> FaxStatus:
         """Phaxio's current status of one fax (``GET faxes/<id>``)."""
@@ -451,13 +452,19 @@ class PhaxioFax:
         return ()
 
 
-def _checked_number(parcel: Parcel) -> str:
-    recipient = parcel.recipient
-    who = f"delivery {parcel.delivery_id} to {recipient.case}/{recipient.slug}"
-    if not recipient.fax:
-        raise PermanentChannelError(f"{who}: the recipient has no fax number")
-    if not E164.fullmatch(recipient.fax):
-        raise PermanentChannelError(
-            f"{who}: fax number {recipient.fax!r} is not in E.164 form (+<country><number>)"
-        )
-    return recipient.fax
+def _receipt(number: str, count: int, queued: Sequence[Part]) -> Receipt:
+    ids = ", ".join(part.ref for part in queued)
+    if not queued:
+        detail = f"nothing to fax to {number}: all {count} part(s) were handed over before"
+    elif len(queued) == count:
+        detail = f"queued at Phaxio for {number} as {count} fax(es): {ids}"
+    else:
+        numbers = ", ".join(str(part.number) for part in queued)
+        detail = f"queued at Phaxio for {number}: part(s) {numbers} of {count} as fax {ids}"
+    return Receipt(
+        state=DeliveryState.ACCEPTED,
+        proof=ProofLevel.NONE,
+        provider_ref=",".join(part.ref for part in queued),
+        detail=detail,
+        parts=tuple(queued),
+    )
