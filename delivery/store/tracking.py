@@ -138,7 +138,12 @@ class TrackingStore(WorkStore):
             ).scalar_one()
         )
         together = combined(_parts(conn, delivery_id))
-        if together is None or together[0] == current or together[0] not in TRANSITIONS[current]:
+        if (
+            current == DeliveryState.SENDING  # the worker is handing over other parts: it settles
+            or together is None
+            or together[0] == current
+            or together[0] not in TRANSITIONS[current]
+        ):
             self._note(conn, delivery_id, "part", report, actor, part=moved)
             return "noted"
         state, proof = together

@@ -445,6 +445,33 @@ def test_a_busy_second_part_defers_and_only_that_part_is_faxed_again(
     assert verify(world.store.events(), world.outbox.sha256) == []
 
 
+def test_a_callback_that_arrives_while_another_part_is_being_resent_waits_for_the_worker(
+    world: World, phaxio: FakePhaxio, client: httpx.Client
+) -> None:
+    hand_over(world, phaxio_channel(world, phaxio), make_parcel(world, 60))
+    phaxio.finish("70002", "busy")
+    outcome(callback(client, phaxio, "70002"))
+    assert world.store.delivery(world.delivery_id).state is DeliveryState.DEFERRED
+
+    # The worker commits its intent to fax part 2 again; then part 1's success arrives.
+    assert world.store.transition(world.delivery_id, DeliveryState.SENDING, actor="worker")
+    phaxio.finish("70001", "success")
+    assert outcome(callback(client, phaxio, "70001")) == "noted"
+    assert world.store.delivery(world.delivery_id).state is DeliveryState.SENDING
+
+    receipt = asyncio.run(
+        _send(phaxio_channel(world, phaxio), make_parcel(world, 60, sent=frozenset({1})))
+    )
+    assert world.store.transition(
+        world.delivery_id, receipt.state, actor="worker", parts=receipt.parts
+    )
+    phaxio.finish("70003", "success")
+    assert outcome(callback(client, phaxio, "70003")) == "delivered"
+    delivery = world.store.delivery(world.delivery_id)
+    assert (delivery.state, delivery.proof) == (DELIVERED, ProofLevel.FAX_CONFIRMED)
+    assert verify(world.store.events(), world.outbox.sha256) == []
+
+
 def test_polling_records_nothing_while_under_way_and_counts_gateway_errors(
     world: World, phaxio: FakePhaxio
 ) -> None:
