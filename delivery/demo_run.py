@@ -74,6 +74,8 @@ def _file_kind(path: str) -> str | None:
     if top == "post":
         if name == "manifest.csv":
             return "post/ mailroom manifests"
+        if name == "status.csv":
+            return "post/ status files to fill in"
         return "post/ envelope PDFs" if name.endswith(".pdf") else "post/ job notes"
     if name == "solidarity.db":
         return "solidarity.db (SQLite)"

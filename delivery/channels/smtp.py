@@ -95,8 +95,6 @@ from delivery.outbox import Artefact
 
 _START_INPUT = 354
 _POLL_SECONDS = 0.01  # how often the wait for the body to leave the transport looks
-_LINE_END = re.compile(rb"\r\n|\n|\r")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 _BAD_ADDRESS = re.compile(r"[\x00-\x20\x7f<>]")
 _STEPS: tuple[tuple[type[SMTPResponseException], str], ...] = (
     (SMTPConnectResponseError, "greeting: "),
@@ -137,19 +135,29 @@ def _check_parcel(parcel: Parcel) -> tuple[bytes, ...]:
         raise PermanentChannelError(f"envelope sender {parcel.envelope_from!r} is not usable")
     if not parcel.emails or not all(parcel.emails):
         raise PermanentChannelError("no composed e-mail in the parcel")
-    parser = BytesHeaderParser(policy=default_policy)
     for number, data in enumerate(parcel.emails, start=1):
-        if not str(parser.parsebytes(data).get("Message-ID", "")).strip():
+        if not _message_id(data):
             raise PermanentChannelError(f"composed e-mail {number} has no Message-ID")
     return parcel.emails
 
 
 def _wire_body(message: bytes) -> bytes:
     """The message as DATA carries it, without the final dot: CRLF line ends, dots doubled."""
-    body = _LINE_END.sub(b"\r\n", message)
+    body = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    return _LEADING_DOT.sub(b"..", body)
+    body = body.replace(b"\r\n.", b"\r\n..")
+    return b"." + body if body.startswith(b".") else body
+
+
+def _message_id(message: bytes) -> str:
+    """The Message-ID of a composed message, read from its header block alone."""
+    end = min(
+        (i for i in (message.find(b"\r\n\r\n"), message.find(b"\n\n")) if i >= 0),
+        default=len(message),
+    )
+    headers = BytesHeaderParser(policy=default_policy).parsebytes(message[: end + 2])
+    return str(headers.get("Message-ID", "")).strip()
 
 
 def _certificate_problem(exc: BaseException) -> ssl.SSLCertVerificationError | None:
@@ -247,11 +255,10 @@ def _accepted_note(parts: Sequence[Part]) -> str:
 
 
 def _part(number: int, count: int, payload: bytes, reply: SMTPResponse) -> Part:
-    message_id = str(BytesHeaderParser(policy=default_policy).parsebytes(payload)["Message-ID"])
     return Part(
         number=number,
         count=count,
-        ref=message_id.strip(),
+        ref=_message_id(payload),
         state=DeliveryState.ACCEPTED,
         proof=ProofLevel.MTA_ACCEPTED,
         detail=_reply(reply.code, reply.message),

@@ -6,6 +6,7 @@ as a value and escaped on output: it is never compiled as a template.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from types import TracebackType
@@ -25,9 +26,18 @@ def autoescape_for(name: str | None) -> bool:
 
 
 def make_environment(templates: Path) -> SandboxedEnvironment:
-    """A sandboxed environment loading from ``templates`` only."""
+    """A sandboxed environment loading from ``templates`` only.
+
+    One environment per folder is kept for the life of the process, so each template is
+    compiled once; a template file edited meanwhile is noticed and compiled again.
+    """
     if not templates.is_dir():
         raise RenderError(f"{templates}: templates folder not found")
+    return _environment(templates.resolve())
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(templates: Path) -> SandboxedEnvironment:
     return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(templates),
         autoescape=autoescape_for,
@@ -35,7 +45,7 @@ def make_environment(templates: Path) -> SandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        auto_reload=False,
+        auto_reload=True,
     )
 
 
