@@ -11,6 +11,7 @@ clock, no random boundaries.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import io
 import re
@@ -290,8 +291,14 @@ def _with_attachments(message: bytes, stand_ins: list[tuple[bytes, bytes]]) -> b
         line = base64.b64encode(stand_in) + b"\r\n"
         if message.count(line) != 1:
             raise RenderError("an attachment could not be placed in its e-mail")
-        message = message.replace(line, base64.encodebytes(data).replace(b"\n", b"\r\n"))
+        message = message.replace(line, _base64_lines(data))
     return message
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """``data`` in base64, 76 characters a line (57 bytes), each line CRLF-ended."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
 
 
 @dataclass(frozen=True, kw_only=True)
