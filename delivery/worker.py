@@ -293,13 +293,13 @@ class Worker:
             email = EmailSpool(self.outbox)
         fax: Channel
         if settings.fax.gateway is FaxGateway.PHAXIO:
-            fax = PhaxioFax(settings.fax.phaxio)
+            fax = PhaxioFax(settings.fax.phaxio, templates=settings.templates)
         elif settings.fax.gateway is FaxGateway.EMAIL:
             from delivery.channels.fax_email import EmailFax
 
-            fax = EmailFax(settings.smtp, settings.fax)
+            fax = EmailFax(settings.smtp, settings.fax, templates=settings.templates)
         else:
-            fax = FaxSpool(self.outbox)
+            fax = FaxSpool(self.outbox, templates=settings.templates)
         return {
             ChannelName.EMAIL: email,
             ChannelName.FAX: fax,

@@ -6,10 +6,13 @@ them to the operator's SMTP server through :class:`~delivery.channels.smtp.SmtpC
 so TLS, the outcomes of each SMTP step and the boundary at the final dot are exactly the
 e-mail channel's.
 
-The recipient's fax number must be E.164. A bundle longer than
-``FaxSettings.email_max_pages`` is split into several faxes of at most that many pages,
-one e-mail each. Every e-mail says which part it carries, in a Subject most gateways
-print on the cover sheet ("Fax to Minister of Security: part 1 of 2, 25 pages") and in a
+The recipient's fax number must be E.164. Every attached PDF starts with a cover sheet
+(:func:`~delivery.channels.fax.with_cover`: the page count, "Part k of n" when split, to
+and from whom). A fax holds at most ``FaxSettings.email_max_pages`` pages, its cover
+included, so a longer bundle is split into several faxes of a cover and at most
+``email_max_pages - 1`` bundle pages, one e-mail each. Every e-mail says which part it
+carries, in a Subject most gateways print on their own cover sheet ("Fax to Minister of
+Security: part 1 of 2, 25 pages", counting every page of the attached PDF) and in a
 short text body; it comes from the organisation's address, and its Message-ID
 ``<{delivery_id}.{k}@{bounce_domain}>`` is the same on every attempt, so the gateway
 (and a person reading its reports) can tell a retry from a new fax. Headers are built
@@ -36,14 +39,16 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from pathlib import Path
 
 from delivery.channels.base import Parcel, Receipt
-from delivery.channels.fax import FaxPart, checked_number, parts_to_send
+from delivery.channels.fax import FaxPart, checked_number, parts_to_send, with_cover
 from delivery.channels.smtp import SmtpChannel
-from delivery.config import FaxSettings, SmtpSettings
+from delivery.config import SHIPPED_TEMPLATES, FaxSettings, SmtpSettings
 from delivery.errors import ChannelError, ChannelSetupError, PermanentChannelError
 from delivery.models import ChannelName, DeliveryState, Part, ProofLevel
 from delivery.outbox import Artefact
+from delivery.render.env import make_environment
 from delivery.render.text import safe_label
 
 
@@ -58,8 +63,11 @@ def message_id(parcel: Parcel, number: int) -> str:
 
 
 def subject(recipient_name: str, part: FaxPart) -> str:
-    """``Fax to <name>: part 1 of 2, 25 pages`` (``Fax to <name>: 3 pages`` when whole)."""
-    pages = f"{part.pages} page" if part.pages == 1 else f"{part.pages} pages"
+    """``Fax to <name>: part 1 of 2, 25 pages`` (``Fax to <name>: 4 pages`` when whole).
+
+    The pages are those of the fax: its cover sheet and its pages of the bundle.
+    """
+    pages = f"{part.fax_pages} pages"
     which = f"part {part.number} of {part.count}, {pages}" if part.count > 1 else pages
     return f"Fax to {safe_label(recipient_name)}: {which}"
 
@@ -71,21 +79,25 @@ def _body(parcel: Parcel, part: FaxPart) -> str:
             f"Part {part.number} of {part.count}: pages {part.first}-{part.last} of {part.total}."
         )
     else:
-        which = f"{part.total} pages." if part.total != 1 else "1 page."
+        which = f"The whole bundle: {part.total} page{'' if part.total == 1 else 's'}."
     lines = [
         f"Fax for {safe_label(parcel.recipient.name)} from {org}.",
         "",
         which,
+        f"The attached PDF has {part.fax_pages} pages, its cover sheet included.",
         "",
         f"Reference: {parcel.bundle_id}",
     ]
     return "\n".join(lines) + "\n"
 
 
-def compose(parcel: Parcel, gateway: str, part: FaxPart) -> bytes:
-    """One e-mail to the gateway: the part's PDF attached, headers from campaign data only."""
+def compose(parcel: Parcel, gateway: str, part: FaxPart, pdf: bytes) -> bytes:
+    """One e-mail to the gateway: the fax ``pdf`` (the part with its cover) attached.
+
+    Headers come from campaign data only.
+    """
     try:
-        return _compose(parcel, gateway, part)
+        return _compose(parcel, gateway, part, pdf)
     except (ValueError, MessageError) as exc:
         raise PermanentChannelError(
             f"delivery {parcel.delivery_id}: fax e-mail {part.number} of {part.count} to "
@@ -93,7 +105,7 @@ def compose(parcel: Parcel, gateway: str, part: FaxPart) -> bytes:
         ) from exc
 
 
-def _compose(parcel: Parcel, gateway: str, part: FaxPart) -> bytes:
+def _compose(parcel: Parcel, gateway: str, part: FaxPart, pdf: bytes) -> bytes:
     org = parcel.organisation
     message = EmailMessage(policy=SMTP)
     message["From"] = Address(display_name=safe_label(org.name), addr_spec=org.email)
@@ -105,7 +117,7 @@ def _compose(parcel: Parcel, gateway: str, part: FaxPart) -> bytes:
     message["Message-ID"] = message_id(parcel, part.number)
     message.set_content(_body(parcel, part))
     name = f"fax-part-{part.number}-of-{part.count}.pdf" if part.count > 1 else "fax.pdf"
-    message.add_attachment(part.pdf, maintype="application", subtype="pdf", filename=name)
+    message.add_attachment(pdf, maintype="application", subtype="pdf", filename=name)
     return message.as_bytes()
 
 
@@ -116,7 +128,7 @@ def _accepted(part: FaxPart, ref: str, receipt: Receipt) -> Part:
         ref=ref,
         state=DeliveryState.ACCEPTED,
         proof=ProofLevel.MTA_ACCEPTED,
-        detail=f"pages {part.first}-{part.last}: {receipt.detail}",
+        detail=f"cover sheet and pages {part.first}-{part.last}: {receipt.detail}",
     )
 
 
@@ -139,9 +151,12 @@ class EmailFax:
         fax: FaxSettings,
         *,
         tls_context: ssl.SSLContext | None = None,
+        templates: Path = SHIPPED_TEMPLATES,
     ) -> None:
         self._fax = fax
         self._smtp = SmtpChannel(smtp, tls_context=tls_context)
+        self._templates = templates
+        self._env = make_environment(templates)
 
     def _domain(self) -> str:
         domain = self._fax.email_domain.strip().strip(".")
@@ -165,15 +180,18 @@ class EmailFax:
         )
         sent: list[Part] = []
         for part in todo:
-            email = compose(parcel, gateway, part)
-            one = dataclasses.replace(
-                parcel,
-                recipient=recipient,
-                emails=(email,),
-                envelope_from=envelope_from,
-                sent_parts=frozenset(),
-            )
             try:
+                pdf = await asyncio.to_thread(
+                    with_cover, parcel, part, templates=self._templates, env=self._env
+                )
+                email = compose(parcel, gateway, part, pdf)
+                one = dataclasses.replace(
+                    parcel,
+                    recipient=recipient,
+                    emails=(email,),
+                    envelope_from=envelope_from,
+                    sent_parts=frozenset(),
+                )
                 receipt = await self._smtp.send(one)
             except ChannelError as exc:
                 raise _with_sent(exc, sent) from exc

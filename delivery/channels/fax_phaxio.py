@@ -19,16 +19,18 @@ request, object and callback formats under the ``https://api.phaxio.com/v2.1`` b
 * Verifying callback requests — https://www.phaxio.com/docs/security/callbacks (the
   ``X-Phaxio-Signature`` header).
 
-Sending. The recipient's number must be E.164. A bundle longer than
-``PhaxioSettings.max_pages`` is split into several faxes of at most that many pages; each
-part's ``header_text`` ends in "part k of n". Every fax is tagged ``tag[delivery]`` with
-the delivery id (and ``tag[part]`` = ``k/n`` when split), so a fax found at Phaxio can be
-traced back to its delivery. Parts in ``Parcel.sent_parts`` (queued or delivered by an
-earlier attempt) are not faxed again: the bundle is cut the same way and those part
-numbers are skipped. The receipt is ``ACCEPTED`` with ``ProofLevel.NONE`` (queued at the
-gateway, nothing confirmed yet); ``Receipt.parts`` holds one ``ACCEPTED`` part per fax
-queued by this call, its fax id as ``ref``, and ``provider_ref`` those fax ids joined
-with ",".
+Sending. The recipient's number must be E.164. Every fax starts with a cover sheet
+(:func:`~delivery.channels.fax.with_cover`: the page count, "Part k of n" when split, to
+and from whom). A fax holds at most ``PhaxioSettings.max_pages`` pages, its cover
+included, so a longer bundle is split into several faxes of a cover and at most
+``max_pages - 1`` bundle pages; each part's ``header_text`` ends in "part k of n". Every
+fax is tagged ``tag[delivery]`` with the delivery id (and ``tag[part]`` = ``k/n`` when
+split), so a fax found at Phaxio can be traced back to its delivery. Parts in
+``Parcel.sent_parts`` (queued or delivered by an earlier attempt) are not faxed again: the
+bundle is cut the same way and those part numbers are skipped. The receipt is
+``ACCEPTED`` with ``ProofLevel.NONE`` (queued at the gateway, nothing confirmed yet);
+``Receipt.parts`` holds one ``ACCEPTED`` part per fax queued by this call, its fax id as
+``ref``, and ``provider_ref`` those fax ids joined with ",".
 
 Outcomes of one ``POST``:
 
@@ -62,12 +64,13 @@ import json
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from delivery.channels.base import Parcel, Receipt
-from delivery.channels.fax import FaxPart, checked_number, parts_to_send, split_pdf
-from delivery.config import PhaxioSettings
+from delivery.channels.fax import FaxPart, checked_number, parts_to_send, split_pdf, with_cover
+from delivery.config import SHIPPED_TEMPLATES, PhaxioSettings
 from delivery.errors import (
     AmbiguousDeliveryError,
     ChannelError,
@@ -77,6 +80,7 @@ from delivery.errors import (
 )
 from delivery.models import ChannelName, DeliveryState, Part, ProofLevel
 from delivery.outbox import Artefact
+from delivery.render.env import make_environment
 
 __all__ = [
     "CallbackError",
@@ -358,7 +362,8 @@ def _with_queued(exc: ChannelError, queued: Sequence[Part]) -> ChannelError:
 
 
 def _queued_part(part: FaxPart, fax_id: str) -> Part:
-    span = f"pages {part.first}-{part.last}" if part.count > 1 else f"{part.pages} pages"
+    pages = f"pages {part.first}-{part.last}" if part.count > 1 else f"{part.pages} pages"
+    span = f"cover sheet and {pages}"
     return Part(
         number=part.number,
         count=part.count,
@@ -375,9 +380,15 @@ class PhaxioFax:
     name = ChannelName.FAX
 
     def __init__(
-        self, settings: PhaxioSettings, *, client: httpx.AsyncClient | None = None
+        self,
+        settings: PhaxioSettings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        templates: Path = SHIPPED_TEMPLATES,
     ) -> None:
         self._settings = settings
+        self._templates = templates
+        self._env = make_environment(templates)
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=settings.timeout)
         self._base = settings.base_url.rstrip("/")
@@ -421,7 +432,10 @@ class PhaxioFax:
         queued: list[Part] = []
         for part in todo:
             try:
-                fax_id = await self._post(parcel, number, part.pdf, part.number, count)
+                pdf = await asyncio.to_thread(
+                    with_cover, parcel, part, templates=self._templates, env=self._env
+                )
+                fax_id = await self._post(parcel, number, pdf, part.number, count)
             except ChannelError as exc:
                 raise _with_queued(exc, queued) from exc
             queued.append(_queued_part(part, fax_id))

@@ -160,8 +160,10 @@ def numbered_pdf(pages: int) -> bytes:
 
 
 def page_numbers(pdf: bytes) -> list[int]:
-    reader = PdfReader(io.BytesIO(pdf))
-    return [int(page.extract_text().strip().removeprefix("Page ")) for page in reader.pages]
+    """The bundle pages a fax carries, read back after its cover sheet."""
+    cover, *pages = PdfReader(io.BytesIO(pdf)).pages
+    assert f"Pages: {len(pages) + 1} including this cover" in cover.extract_text()
+    return [int(page.extract_text().strip().removeprefix("Page ")) for page in pages]
 
 
 def make_parcel(
@@ -271,9 +273,9 @@ def test_a_sixty_page_bundle_is_faxed_as_two_parts_and_both_are_recorded(
         (2, 2, "70002", ACCEPTED, ProofLevel.NONE),
     ]
     assert world.store.delivery(world.delivery_id).state is ACCEPTED
-    assert [page_numbers(f.pdf) for f in phaxio.sent] == [
-        list(range(1, 51)),
-        list(range(51, 61)),
+    assert [page_numbers(f.pdf) for f in phaxio.sent] == [  # 50 pages a fax, cover included
+        list(range(1, 50)),
+        list(range(50, 61)),
     ]
     assert [phaxio.faxes[i]["tags"] for i in ("70001", "70002")] == [
         {"delivery": world.delivery_id, "part": "1/2"},
@@ -297,7 +299,7 @@ def test_a_part_that_fails_after_another_was_queued_carries_the_queued_one(
     receipt = hand_over(world, phaxio_channel(world, phaxio), parcel)
 
     assert len(phaxio.sent) == 2  # part 1 once, part 2 once
-    assert page_numbers(phaxio.sent[1].pdf) == list(range(51, 61))
+    assert page_numbers(phaxio.sent[1].pdf) == list(range(50, 61))
     assert [(p.number, p.ref) for p in receipt.parts] == [(2, "70002")]
     assert [p[2] for p in fax_parts(world)] == ["70001", "70002"]
 
@@ -429,7 +431,7 @@ def test_a_busy_second_part_defers_and_only_that_part_is_faxed_again(
     again = phaxio.sent[-1]
     assert again.fields["tag[part]"] == "2/2"
     assert again.fields["header_text"].endswith("part 2 of 2")
-    assert page_numbers(again.pdf) == list(range(51, 61))
+    assert page_numbers(again.pdf) == list(range(50, 61))
     assert [(p.number, p.ref) for p in receipt.parts] == [(2, "70003")]
     assert world.store.delivery(world.delivery_id).state is ACCEPTED
 
@@ -667,8 +669,8 @@ def test_a_thirty_page_fax_is_two_emails_to_the_gateway_each_saying_its_part(
     }
     messages = [m for _, _, m in accepted]
     assert [m["Subject"] for m in messages] == [
-        "Fax to Minister of Security: part 1 of 2, 25 pages",
-        "Fax to Minister of Security: part 2 of 2, 5 pages",
+        "Fax to Minister of Security: part 1 of 2, 25 pages",  # the cover and 24 pages
+        "Fax to Minister of Security: part 2 of 2, 7 pages",
     ]
     assert [m["Message-ID"] for m in messages] == ids
     for message in messages:
@@ -686,10 +688,10 @@ def test_a_thirty_page_fax_is_two_emails_to_the_gateway_each_saying_its_part(
         }
     attached = [_attachment(m) for m in messages]
     assert [name for name, _ in attached] == ["fax-part-1-of-2.pdf", "fax-part-2-of-2.pdf"]
-    assert [len(PdfReader(io.BytesIO(pdf)).pages) for _, pdf in attached] == [25, 5]
+    assert [len(PdfReader(io.BytesIO(pdf)).pages) for _, pdf in attached] == [25, 7]
     assert [page_numbers(pdf) for _, pdf in attached] == [
-        list(range(1, 26)),
-        list(range(26, 31)),
+        list(range(1, 25)),
+        list(range(25, 31)),
     ]
 
 
@@ -712,7 +714,7 @@ def test_an_emailed_part_refused_for_now_is_sent_again_alone_with_the_same_messa
     assert len(recorder.offered) == 3  # part 1 once; part 2 refused, then accepted
     retried = recorder.accepted[-1][2]
     assert retried["Message-ID"] == first_try == f"<{world.delivery_id}.2@bounces.example.org>"
-    assert retried["Subject"].endswith("part 2 of 2, 5 pages")
+    assert retried["Subject"].endswith("part 2 of 2, 7 pages")
     assert [p.number for p in receipt.parts] == [2]
     assert world.store.delivery(world.delivery_id).state is ACCEPTED
 

@@ -148,7 +148,9 @@ def test_a_fax_is_queued_with_the_documented_fields_and_the_delivery_tag(
         "callback_url": CALLBACK_URL,
     }
     assert fax.file_name.endswith(".pdf")
-    assert fax.pdf == parcel.pdf
+    cover, *pages = PdfReader(io.BytesIO(fax.pdf)).pages
+    assert "Pages: 4 including this cover" in cover.extract_text()
+    assert len(pages) == parcel.pages
 
 
 def test_a_sixty_page_bundle_becomes_two_faxes_marked_part_1_and_2(phaxio: FakePhaxio) -> None:
@@ -161,11 +163,12 @@ def test_a_sixty_page_bundle_becomes_two_faxes_marked_part_1_and_2(phaxio: FakeP
     ]
     assert [f.fields["tag[part]"] for f in phaxio.sent] == ["1/2", "2/2"]
     assert {f.fields["tag[delivery]"] for f in phaxio.sent} == {"dlv-0001"}
-    assert [len(PdfReader(io.BytesIO(f.pdf)).pages) for f in phaxio.sent] == [50, 10]
+    # 50 pages a fax, the cover included: 49 + 11 pages of the bundle
+    assert [len(PdfReader(io.BytesIO(f.pdf)).pages) for f in phaxio.sent] == [50, 12]
 
 
 def test_the_header_stays_within_fifty_characters(phaxio: FakePhaxio) -> None:
-    config = settings(phaxio.base_url, max_pages=2)
+    config = settings(phaxio.base_url, max_pages=3)  # a cover and 2 pages a fax
     parcel = make_parcel(3)
     long_org = Organisation(
         name="The International Network of Free Voices for Prisoners of Conscience",

@@ -234,8 +234,18 @@ def test_fax_spool_writes_pdf_and_job_file(tmp_path: Path) -> None:
     assert [a.path for a in receipt.artefacts] == ["fax/dlv-0001.pdf", "fax/dlv-0001.job.json"]
     assert_artefacts_match(outbox, receipt.artefacts)
     pdf = outbox.read("fax/dlv-0001.pdf")
-    assert pdf == parcel.pdf
-    assert len(PdfReader(io.BytesIO(pdf)).pages) == 3
+    reader = PdfReader(io.BytesIO(pdf))
+    assert len(reader.pages) == 4  # the cover sheet, then the bundle's 3 pages
+    cover = " ".join(reader.pages[0].extract_text().split())
+    assert "Pages: 4 including this cover" in cover
+    assert "Part " not in cover  # the spool's fax is never split
+    assert "Office of the Prosecutor" in cover
+    assert "Fax +4420799900011" in cover
+    assert "From: Free Voices Network cases@example.org 1 Example Lane" in cover
+    assert [page.extract_text().strip() for page in reader.pages[1:]] == ["", "", ""]
+    assert receipt.detail == (
+        "fax job for +4420799900011 (4 pages with the cover) written as fax/dlv-0001.job.json"
+    )
     raw = outbox.read("fax/dlv-0001.job.json")
     job = json.loads(raw.decode("utf-8"))
     assert raw.decode() == json.dumps(job, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
@@ -249,7 +259,8 @@ def test_fax_spool_writes_pdf_and_job_file(tmp_path: Path) -> None:
             "name": "Office of the Prosecutor",
         },
         "from": "Free Voices Network",
-        "pages": 3,
+        "pages": 4,
+        "bundle_pages": 3,
         "pdf": "fax/dlv-0001.pdf",
         "pdf_sha256": sha(pdf),
         "messages": 128,
