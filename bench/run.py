@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --quick    # small sizes, one repetition (under a minute)
     .venv/bin/python bench/run.py --only render --json
     .venv/bin/python bench/run.py --only merge   # starts render processes (spawn)
+    .venv/bin/python bench/run.py --only email   # starts an SMTP sink and mailmerge
 
 Progress goes to stderr; the table (or with --json the results) to stdout. The results
 are also written to bench/results/latest.json.
@@ -26,6 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import bench_email
 import bench_intake
 import bench_merge
 import bench_render
@@ -39,6 +41,7 @@ BENCHMARKS: dict[str, Runner] = {
     "intake": bench_intake.run,
     "render": bench_render.run,
     "merge": bench_merge.run,
+    "email": bench_email.run,
 }
 
 

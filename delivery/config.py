@@ -98,7 +98,7 @@ class PostSettings(BaseModel):
 class LimitSettings(BaseModel):
     """How hard the worker may press on any one destination."""
 
-    connections: int = Field(default=4, ge=1)  # deliveries in flight at once, all channels
+    connections: int = Field(default=8, ge=1)  # deliveries in flight at once, all channels
     per_domain_concurrency: int = Field(default=2, ge=1)  # e-mails in flight to one domain
     per_domain_per_minute: float = Field(default=60.0, gt=0)  # e-mails a minute to one domain
 
