@@ -453,6 +453,9 @@ class WorkStore(MessageStore):
                 DeliveryState.FAILED,
                 DeliveryState.DEFERRED,
                 DeliveryState.UNKNOWN,
+                DeliveryState.BOUNCED,
+                DeliveryState.RETURNED,
+                DeliveryState.HELD,
             ):
                 values["last_error"] = detail
             done = conn.execute(

@@ -208,6 +208,13 @@ def test_the_second_of_two_faxes_says_part_2_of_2() -> None:
     assert "Date: 2026-12-15" in cover
 
 
+def test_a_part_of_one_page_says_page_not_pages() -> None:
+    parcel = make_parcel(3)
+    _, parts = parts_to_send(parcel, 2)
+    cover = text_of(PdfReader(io.BytesIO(with_cover(parcel, parts[2]))).pages[0])
+    assert "This part: page 3 of the bundle's 3 pages" in cover
+
+
 # --- black on white ----------------------------------------------------------------------
 
 

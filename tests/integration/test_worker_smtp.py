@@ -176,6 +176,7 @@ def test_bounce_reports_move_accepted_mail_and_keep_scrubbed_evidence(
         "quarantined": 1,
     }
     assert store.delivery(family.id).state == DeliveryState.BOUNCED
+    assert "5.1.1" in store.delivery(family.id).last_error  # what `review deliveries` shows
     assert store.delivery(prosecutor.id).state == DeliveryState.DELIVERED
     (quarantined,) = first.quarantined
     assert Path(quarantined).is_file()
