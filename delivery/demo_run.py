@@ -75,7 +75,7 @@ def _file_kind(path: str) -> str | None:
         if name == "manifest.csv":
             return "post/ mailroom manifests"
         if name == "status.csv":
-            return "post/ status files to fill in"
+            return "post/ status forms"
         return "post/ envelope PDFs" if name.endswith(".pdf") else "post/ job notes"
     if name == "solidarity.db":
         return "solidarity.db (SQLite)"
