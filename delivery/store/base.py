@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,13 +29,28 @@ class StoreBase:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._campaign: Campaign | None = None
+        self._id_key: bytes | None = None
+
+    @property
+    def id_key(self) -> bytes:
+        """This installation's secret for ids: made at random on first use, kept in the store."""
+        if self._id_key is None:
+            with self.transaction() as conn:
+                found = conn.execute(select(meta.c.value).where(meta.c.key == "id_key")).scalar()
+                if found is None:
+                    found = secrets.token_hex(32)
+                    conn.execute(insert(meta).values(key="id_key", value=found))
+            self._id_key = bytes.fromhex(str(found))
+        return self._id_key
 
     @classmethod
     def connect(cls, url: str) -> Self:
         """Open the database at ``url``, migrating it to the current schema on first use."""
         engine = make_engine(url)
         migrate(engine)
-        return cls(engine)
+        store = cls(engine)
+        _ = store.id_key  # read (or made) now, never inside another transaction
+        return store
 
     def close(self) -> None:
         self.engine.dispose()

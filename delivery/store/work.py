@@ -158,7 +158,7 @@ class WorkStore(MessageStore):
                 )
             ).scalar_one()  # dissolved bundles of this period: the same messages get a new id
             parts = (str(recipient_id), period, members) + ((str(earlier),) if earlier else ())
-            bundle_id = stable_id("bnd", *parts)
+            bundle_id = stable_id("bnd", *parts, key=self.id_key)
             conn.execute(
                 insert(bundles).values(
                     id=bundle_id,
@@ -354,7 +354,7 @@ class WorkStore(MessageStore):
         self, bundle: BundleRow, channel: ChannelName, *, bounce_domain: str, actor: str
     ) -> str:
         """The bundle's delivery on `channel`, created queued (or held) when new."""
-        delivery_id = stable_id("dlv", bundle.id, str(channel))
+        delivery_id = stable_id("dlv", bundle.id, str(channel), key=self.id_key)
         with self.transaction() as conn:
             if conn.execute(select(deliveries.c.id).where(deliveries.c.id == delivery_id)).first():
                 return delivery_id

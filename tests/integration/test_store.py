@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -100,9 +101,10 @@ def test_a_bundled_message_can_no_longer_be_rejected(store: Store, settings: Set
         store.decide([mid], ReviewState.REJECTED, actor="test")
 
 
-def test_same_bundle_id_for_same_messages_and_period(tmp_path: Path) -> None:
-    ids = []
-    for name in ("a", "b"):
+def test_same_bundle_id_for_same_messages_and_period_in_one_installation(
+    tmp_path: Path,
+) -> None:
+    def prepared(name: str) -> tuple[Store, int]:
         settings = Settings(outbox=str(tmp_path / name))
         store = Store.connect(settings.database_url)
         store.save_campaign(
@@ -110,10 +112,21 @@ def test_same_bundle_id_for_same_messages_and_period(tmp_path: Path) -> None:
         )
         _import(store, settings)
         store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
-        rid = _recipient_id(store, "viktor-arkhipov", "ru-prosecutor-general")
+        return store, _recipient_id(store, "viktor-arkhipov", "ru-prosecutor-general")
+
+    first, rid = prepared("a")
+    first.close()
+    shutil.copytree(tmp_path / "a", tmp_path / "a-copy")  # the same installation, twice
+    ids = []
+    for name in ("a", "a-copy"):
+        store = Store.connect(f"sqlite:///{tmp_path / name / 'solidarity.db'}")
         ids.append(store.create_bundle(rid, "2026-W50", actor="test"))
+        store.close()
+    other, other_rid = prepared("b")  # another installation, with its own secret
+
     assert ids[0] is not None
     assert ids[0] == ids[1]
+    assert other.create_bundle(other_rid, "2026-W50", actor="test") != ids[0]
 
 
 def test_hold_moves_queued_deliveries_and_release_brings_them_back(
