@@ -62,6 +62,12 @@ class StoreBase:
 
     # -- ledger ---------------------------------------------------------------------------
 
+    def record(
+        self, conn: Connection, kind: str, subject: str, payload: dict[str, Any], actor: str
+    ) -> None:
+        """Seal one event after the last, inside the caller's transaction."""
+        self.append(conn, [chain.Entry(kind=kind, subject=subject, payload=payload, actor=actor)])
+
     def append(self, conn: Connection, entries: Sequence[chain.Entry]) -> list[chain.Event]:
         """Seal `entries` after the last event, inside the caller's transaction."""
         if not entries:

@@ -135,17 +135,7 @@ class MessageStore(StoreBase):
                 "duplicates": duplicates,
                 "rejected": rejected,
             }
-            self.append(
-                conn,
-                [
-                    chain.Entry(
-                        kind="import.batch",
-                        subject=f"batch:{batch_id}",
-                        payload=payload,
-                        actor=actor,
-                    )
-                ],
-            )
+            self.record(conn, "import.batch", f"batch:{batch_id}", payload, actor)
 
     # -- review ---------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select, update
 
-from delivery import ledger as chain
 from delivery.errors import InputError, NotFoundError
 from delivery.models import (
     TRANSITIONS,
@@ -160,17 +159,7 @@ class TrackingStore(WorkStore):
             "artefacts": [_artefact(a) for a in report.artefacts],
             "parts": [_part(moved)],
         }
-        self.append(
-            conn,
-            [
-                chain.Entry(
-                    kind=f"delivery.{state}",
-                    subject=f"delivery:{delivery_id}",
-                    payload=payload,
-                    actor=actor,
-                )
-            ],
-        )
+        self.record(conn, f"delivery.{state}", f"delivery:{delivery_id}", payload, actor)
         return str(state)
 
     def _note(
@@ -193,17 +182,7 @@ class TrackingStore(WorkStore):
         }
         if part is not None:
             payload["part"] = _part(part)
-        self.append(
-            conn,
-            [
-                chain.Entry(
-                    kind=f"note.{what}",
-                    subject=f"delivery:{delivery_id}",
-                    payload=payload,
-                    actor=actor,
-                )
-            ],
-        )
+        self.record(conn, f"note.{what}", f"delivery:{delivery_id}", payload, actor)
 
     # -- suspect addresses ----------------------------------------------------------------
 
@@ -241,16 +220,8 @@ class TrackingStore(WorkStore):
             .values(address_suspect=reason, updated_at=now())
         )
         kind = "address.cleared" if cleared else "address.suspect"
-        self.append(
-            conn,
-            [
-                chain.Entry(
-                    kind=kind,
-                    subject=f"recipient:{row[0]}/{row[1]}",
-                    payload={"reason": cleared or reason},
-                    actor=actor,
-                )
-            ],
+        self.record(
+            conn, kind, f"recipient:{row[0]}/{row[1]}", {"reason": cleared or reason}, actor
         )
 
     # -- deliveries that did not arrive ---------------------------------------------------
@@ -297,16 +268,12 @@ class TrackingStore(WorkStore):
                 .where(deliveries.c.id == delivery_id)
                 .values(resolution=resolution, updated_at=now())
             )
-            self.append(
+            self.record(
                 conn,
-                [
-                    chain.Entry(
-                        kind="resolution.recorded",
-                        subject=f"delivery:{delivery_id}",
-                        payload={"state": str(row[0]), "resolution": resolution},
-                        actor=actor,
-                    )
-                ],
+                "resolution.recorded",
+                f"delivery:{delivery_id}",
+                {"state": str(row[0]), "resolution": resolution},
+                actor,
             )
 
     def requeue_unknown(self, delivery_id: str, *, reason: str, actor: str) -> None:

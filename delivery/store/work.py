@@ -183,17 +183,7 @@ class WorkStore(MessageStore):
                 "messages": len(ids),
                 "members_sha256": members,
             }
-            self.append(
-                conn,
-                [
-                    chain.Entry(
-                        kind="bundle.planned",
-                        subject=f"bundle:{bundle_id}",
-                        payload=payload,
-                        actor=actor,
-                    )
-                ],
-            )
+            self.record(conn, "bundle.planned", f"bundle:{bundle_id}", payload, actor)
         return bundle_id
 
     # -- merge ----------------------------------------------------------------------------
@@ -268,34 +258,14 @@ class WorkStore(MessageStore):
                 "pdf_sha256": pdf.sha256,
                 "artefacts": [_artefact(pdf), _artefact(manifest)],
             }
-            self.append(
-                conn,
-                [
-                    chain.Entry(
-                        kind="bundle.rendered",
-                        subject=f"bundle:{bundle_id}",
-                        payload=payload,
-                        actor=actor,
-                    )
-                ],
-            )
+            self.record(conn, "bundle.rendered", f"bundle:{bundle_id}", payload, actor)
 
     def mark_render_failed(self, bundle_id: str, *, error: str, actor: str) -> None:
         with self.transaction() as conn:
             conn.execute(
                 update(bundles).where(bundles.c.id == bundle_id).values(state="failed", error=error)
             )
-            self.append(
-                conn,
-                [
-                    chain.Entry(
-                        kind="bundle.failed",
-                        subject=f"bundle:{bundle_id}",
-                        payload={"error": error},
-                        actor=actor,
-                    )
-                ],
-            )
+            self.record(conn, "bundle.failed", f"bundle:{bundle_id}", {"error": error}, actor)
 
     def retry_bundle(self, bundle_id: str, *, actor: str) -> None:
         """Put a failed bundle back in line for rendering (after the cause was fixed)."""
@@ -378,17 +348,7 @@ class WorkStore(MessageStore):
                 )
             )
             payload = {"bundle": bundle.id, "channel": str(channel), "to": str(state)}
-            self.append(
-                conn,
-                [
-                    chain.Entry(
-                        kind=f"delivery.{state}",
-                        subject=f"delivery:{delivery_id}",
-                        payload=payload,
-                        actor=actor,
-                    )
-                ],
-            )
+            self.record(conn, f"delivery.{state}", f"delivery:{delivery_id}", payload, actor)
         return delivery_id
 
     def _is_held(self, conn: Connection, recipient_id: int) -> bool:
@@ -476,17 +436,7 @@ class WorkStore(MessageStore):
             }
             if parts:
                 payload["parts"] = [_part(p) for p in parts]
-            self.append(
-                conn,
-                [
-                    chain.Entry(
-                        kind=f"delivery.{new}",
-                        subject=f"delivery:{delivery_id}",
-                        payload=payload,
-                        actor=actor,
-                    )
-                ],
-            )
+            self.record(conn, f"delivery.{new}", f"delivery:{delivery_id}", payload, actor)
             return True
 
     def find_delivery(self, delivery_id: str) -> DeliveryRow | None:
@@ -511,17 +461,7 @@ class WorkStore(MessageStore):
             "artefacts": [_artefact(a) for a in artefacts],
         }
         with self.transaction() as conn:
-            self.append(
-                conn,
-                [
-                    chain.Entry(
-                        kind=f"note.{what}",
-                        subject=f"delivery:{delivery_id}",
-                        payload=payload,
-                        actor=actor,
-                    )
-                ],
-            )
+            self.record(conn, f"note.{what}", f"delivery:{delivery_id}", payload, actor)
 
     def delivery_recipient(self, conn: Connection, delivery_id: str) -> int:
         return int(
@@ -549,17 +489,7 @@ class WorkStore(MessageStore):
             moved = self._move_held_deliveries(conn, targets, held, actor)
             subject = f"recipient:{case}/{recipient}" if recipient else f"case:{case}"
             kind = "hold" if held else "release"
-            self.append(
-                conn,
-                [
-                    chain.Entry(
-                        kind=kind,
-                        subject=subject,
-                        payload={"reason": reason, "deliveries": moved},
-                        actor=actor,
-                    )
-                ],
-            )
+            self.record(conn, kind, subject, {"reason": reason, "deliveries": moved}, actor)
         return {"recipients": len(targets), "deliveries": moved}
 
     def _clear_suspect(self, conn: Connection, targets: list[int], reason: str, actor: str) -> None:
