@@ -1058,6 +1058,93 @@ def audit_trace(obj: Context, message_ref: str, as_json: bool) -> None:
         show_trace(data)
 
 
+@audit.command("keygen")
+@click.option("--name", required=True, help="The key's name, e.g. example.org/solidarity-2027.")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("keys"),
+    show_default=True,
+    help="Where to write NAME.key (private, mode 0600) and NAME.pub.",
+)
+@json_option
+@handle_errors
+def audit_keygen(name: str, folder: Path, as_json: bool) -> None:
+    """Make the organisation's Ed25519 signing key for checkpoints.
+
+    The private key goes to a file readable by its owner only; keep it off the database
+    machine's backups and away from operators who do not sign. The public key (.pub) is
+    what auditors get. To rotate, make a key under a new name and sign with it from then
+    on: checkpoints signed with the old key still verify with the old .pub.
+
+    \b
+    Example:
+      solidarity audit keygen --name example.org/solidarity-2027 --dir /etc/solidarity/keys
+    """
+    from delivery.checkpoint import CheckpointError, read_key_file, write_key_files
+
+    try:
+        key_path, pub_path = write_key_files(name, folder)
+    except FileExistsError as exc:
+        raise InputError(f"{exc.filename}: a key file is already there; pick a new name") from exc
+    except CheckpointError as exc:
+        raise InputError(str(exc)) from exc
+    public = read_key_file(pub_path)
+    if as_json:
+        echo_json({"private": str(key_path), "public": str(pub_path), "verifier_key": public})
+        return
+    click.echo(f"private key: {key_path} (keep it secret)")
+    click.echo(f"public key:  {pub_path}\n  {public}")
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="The private key file made by `solidarity audit keygen`.",
+)
+@click.option(
+    "--origin", help="The log's name (default: <bounce domain>/solidarity-delivery/ledger)."
+)
+@json_option
+@click.pass_obj
+@handle_errors
+def audit_checkpoint(obj: Context, key_file: Path, origin: str | None, as_json: bool) -> None:
+    """Sign the ledger's Merkle tree head and write it where it can be published.
+
+    The ledger is a Merkle tree (RFC 9162) whose leaves are the events' hashes; the
+    checkpoint (C2SP tlog-checkpoint, Ed25519 signed note) names its size and root. Send
+    it to auditors or publish it: a later checkpoint provably extends it, so the ledger
+    cannot be rewritten behind it.
+
+    \b
+    Example:
+      solidarity audit checkpoint --key /etc/solidarity/keys/example.org_solidarity-2027.key
+    """
+    from delivery.audit import origin_for, write_checkpoint
+    from delivery.checkpoint import CheckpointError
+
+    name = origin or origin_for(obj.store.campaign().organisation.bounce_domain)
+    try:
+        signed = write_checkpoint(
+            obj.store,
+            LocalOutbox(obj.settings.outbox_path),
+            key_file,
+            origin=name,
+            actor=obj.settings.actor,
+        )
+    except CheckpointError as exc:
+        raise InputError(str(exc)) from exc
+    if as_json:
+        echo_json(signed.as_dict())
+        return
+    click.echo(f"{obj.settings.outbox_path / signed.artefact.path}:")
+    click.echo(signed.note, nl=False)
+
+
 def _page_in_bundle(outbox: LocalOutbox, manifest_path: str, message_id: int) -> int | None:
     """The page of the bundle the message is printed on, from the bundle's manifest."""
     if not manifest_path or not outbox.exists(manifest_path):
