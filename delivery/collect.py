@@ -18,6 +18,7 @@ class Load:
     held: bool
     waiting: int  # approved messages in no bundle yet
     periods: frozenset[str]  # periods that already have a bundle
+    digest: bool = False  # an e-mail digest: never more than one per cadence period
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,13 +46,18 @@ def plan(loads: Iterable[Load], moment: datetime, *, on_demand: bool = False) ->
     """Recipients with approved messages waiting whose period has no bundle yet.
 
     Held recipients are never due. On demand, every recipient with messages waiting is due,
-    whatever its cadence.
+    whatever its cadence — except that a daily or weekly digest still comes at most once a
+    period: on demand it is collected now, as its period's one digest, if it has none yet.
     """
     due: list[Due] = []
     for load in loads:
         if load.held or load.waiting == 0:
             continue
-        period = on_demand_key(moment) if on_demand else period_key(load.cadence, moment)
+        periodic = load.digest and load.cadence is not Cadence.ONCE
+        if on_demand and not periodic:
+            period = on_demand_key(moment)
+        else:
+            period = period_key(load.cadence, moment)
         if period in load.periods:
             continue
         due.append(Due(recipient_id=load.recipient_id, period=period, waiting=load.waiting))

@@ -36,7 +36,15 @@ from delivery.errors import (
 )
 from delivery.ledger import Entry
 from delivery.limits import DomainLimiter, domain_of
-from delivery.models import Campaign, ChannelName, DeliveryState, Fallback, Part, Recipient
+from delivery.models import (
+    Campaign,
+    ChannelName,
+    DeliveryState,
+    Fallback,
+    Format,
+    Part,
+    Recipient,
+)
 from delivery.outbox import Artefact, LocalOutbox
 from delivery.render.bundle import BundleDocument, RenderedBundle
 from delivery.render.email import compose_email
@@ -112,6 +120,12 @@ class Worker:
     async def _collect(self, summary: RunSummary, *, on_demand: bool) -> None:
         campaign = self.store.campaign()
         cadence = {(r.case, r.slug): r.cadence for c in campaign.cases for r in c.recipients}
+        digest = {
+            (r.case, r.slug)
+            for c in campaign.cases
+            for r in c.recipients
+            if r.format is Format.DIGEST
+        }
         stored = [
             load
             for load in await asyncio.to_thread(self.store.recipient_loads)
@@ -125,6 +139,7 @@ class Worker:
                 held=load.held,
                 waiting=load.waiting,
                 periods=load.periods,
+                digest=(load.case, load.slug) in digest,
             )
             for load in stored
         ]

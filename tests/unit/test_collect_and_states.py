@@ -20,8 +20,16 @@ def _load(
     waiting: int = 3,
     held: bool = False,
     periods: frozenset[str] = frozenset(),
+    digest: bool = False,
 ) -> Load:
-    return Load(recipient_id=rid, cadence=cadence, held=held, waiting=waiting, periods=periods)
+    return Load(
+        recipient_id=rid,
+        cadence=cadence,
+        held=held,
+        waiting=waiting,
+        periods=periods,
+        digest=digest,
+    )
 
 
 def test_period_keys_follow_the_cadence() -> None:
@@ -50,6 +58,21 @@ def test_on_demand_ignores_the_cadence() -> None:
     loads = [_load(4, Cadence.ONCE, periods=frozenset({"once"}))]
     (due,) = plan(loads, MONDAY, on_demand=True)
     assert due.period.startswith("on-demand-20261123T0900")
+
+
+def test_a_daily_or_weekly_digest_comes_once_a_period_even_on_demand() -> None:
+    fresh = [_load(5, Cadence.DAILY, digest=True), _load(6, Cadence.WEEKLY, digest=True)]
+    assert [d.period for d in plan(fresh, MONDAY, on_demand=True)] == ["2026-11-23", "2026-W48"]
+    sent = [
+        _load(5, Cadence.DAILY, digest=True, periods=frozenset({"2026-11-23"})),
+        _load(6, Cadence.WEEKLY, digest=True, periods=frozenset({"2026-W48"})),
+    ]
+    assert plan(sent, MONDAY, on_demand=True) == []
+    (later,) = plan(sent[:1], datetime(2026, 11, 24, 9, 0, tzinfo=UTC), on_demand=True)
+    assert later.period == "2026-11-24"
+    once = [_load(7, Cadence.ONCE, digest=True, periods=frozenset({"once"}))]
+    (extra,) = plan(once, MONDAY, on_demand=True)  # "once" has no period: on demand it goes
+    assert extra.period.startswith("on-demand-")
 
 
 @pytest.mark.parametrize(
