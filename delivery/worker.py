@@ -268,30 +268,54 @@ class Worker:
         gate = asyncio.Semaphore(self.settings.limits.connections)
 
         async def one(delivery: DeliveryRow) -> None:
-            async with gate:
-                if delivery.channel in stopped:  # leave the rest of that channel waiting
-                    return
-                try:
-                    state = await self._paced(campaign, channels[delivery.channel], delivery, now)
-                except ChannelSetupError as exc:
-                    if delivery.channel not in stopped:
-                        stopped.add(delivery.channel)
-                        summary.errors.append(str(exc))
-                        self.progress(f"STOPPED {delivery.channel}: {exc}")
-                    return
-                if state:
-                    summary.deliveries[f"{delivery.channel}:{state}"] += 1
+            try:
+                state = await self._paced(campaign, channels, delivery, now, gate, stopped)
+            except ChannelSetupError as exc:
+                if delivery.channel not in stopped:
+                    stopped.add(delivery.channel)
+                    summary.errors.append(str(exc))
+                    self.progress(f"STOPPED {delivery.channel}: {exc}")
+                return
+            if state:
+                summary.deliveries[f"{delivery.channel}:{state}"] += 1
 
         await asyncio.gather(*(one(delivery) for delivery in ready))
 
     async def _paced(
-        self, campaign: Campaign, channel: Channel, delivery: DeliveryRow, now: datetime
+        self,
+        campaign: Campaign,
+        channels: dict[ChannelName, Channel],
+        delivery: DeliveryRow,
+        now: datetime,
+        gate: asyncio.Semaphore,
+        stopped: set[ChannelName],
     ) -> str | None:
-        """One delivery, within its destination domain's concurrency and pace."""
-        if delivery.channel != ChannelName.EMAIL or isinstance(channel, SPOOLS):
-            return await self._attempt(campaign, channel, delivery, now)
-        address = _recipient(campaign, delivery.case, delivery.slug).email
-        async with self.domains.slot(domain_of(address)):
+        """One delivery, within its destination domain's concurrency and pace.
+
+        The wait for a domain's turn comes before taking one of the run's slots, so
+        deliveries paced for one busy domain never keep the others waiting.
+        """
+        channel = channels[delivery.channel]
+        domain = ""
+        if delivery.channel == ChannelName.EMAIL and not isinstance(channel, SPOOLS):
+            domain = domain_of(_recipient(campaign, delivery.case, delivery.slug).email)
+        if not domain:
+            return await self._gated(campaign, channel, delivery, now, gate, stopped)
+        async with self.domains.slot(domain):
+            return await self._gated(campaign, channel, delivery, now, gate, stopped)
+
+    async def _gated(
+        self,
+        campaign: Campaign,
+        channel: Channel,
+        delivery: DeliveryRow,
+        now: datetime,
+        gate: asyncio.Semaphore,
+        stopped: set[ChannelName],
+    ) -> str | None:
+        async with gate:
+            if delivery.channel in stopped:  # leave the rest of that channel waiting
+                return None
             return await self._attempt(campaign, channel, delivery, now)
 
     def _channels(self, campaign: Campaign) -> dict[ChannelName, Channel]:
