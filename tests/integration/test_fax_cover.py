@@ -39,33 +39,18 @@ from delivery.channels.fax_phaxio import PhaxioFax
 from delivery.config import FaxSettings, PhaxioSettings, SmtpSettings
 from delivery.errors import ChannelSetupError
 from delivery.models import (
-    Address,
     Cadence,
     ChannelName,
     Format,
-    Organisation,
     Recipient,
     RecipientKind,
 )
 from delivery.outbox import LocalOutbox
+from tests.builders import ORG, numbered_pdf
 from tests.integration.phaxio_fake import API_KEY, API_SECRET, running_phaxio
 from tests.integration.smtp_servers import HOST, Mailbox, server_thread
-from tests.integration.test_fax_gateway import numbered_pdf
 
 NUMBER = "+50422201234"
-ORG = Organisation(
-    name="Free Voices Network",
-    email="cases@example.org",
-    reply_to="replies@example.org",
-    bounce_domain="bounces.example.org",
-    address=Address(
-        name="Free Voices Network",
-        street="1 Example Lane",
-        city="Exampleton",
-        postal_code="EX1 2PL",
-        country="United Kingdom",
-    ),
-)
 A4 = (595.0, 842.0)
 CONTACT = "If this fax is incomplete or reached you in error, please contact cases@example.org"
 _PAINT = {"g", "G", "rg", "RG", "k", "K", "sc", "SC", "scn", "SCN"}

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pikepdf
 import pytest
 from aiosmtpd.controller import Controller
 from pypdf import PdfReader
@@ -53,6 +52,7 @@ from delivery.outbox import LocalOutbox
 from delivery.serve import create_app
 from delivery.store import Store
 from delivery.tracking.fax import poll_phaxio
+from tests.builders import numbered_pdf
 from tests.integration.phaxio_fake import (
     API_KEY,
     API_SECRET,
@@ -138,25 +138,6 @@ def client(world: World) -> Iterator[httpx.Client]:
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def numbered_pdf(pages: int) -> bytes:
-    """A PDF whose page n says "Page n", so a part can be read back for its pages."""
-    pdf = pikepdf.Pdf.new()
-    font = pdf.make_indirect(
-        pikepdf.Dictionary(
-            Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica
-        )
-    )
-    for number in range(1, pages + 1):
-        page = pdf.add_blank_page(page_size=(595, 842))
-        page.obj.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font))
-        page.obj.Contents = pdf.make_stream(
-            f"BT /F1 14 Tf 72 760 Td (Page {number}) Tj ET".encode()
-        )
-    out = io.BytesIO()
-    pdf.save(out)
-    return out.getvalue()
 
 
 def page_numbers(pdf: bytes) -> list[int]:

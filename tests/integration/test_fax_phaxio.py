@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import pytest
 from pydantic import SecretStr
-from pypdf import PdfReader, PdfWriter
+from pypdf import PdfReader
 
 from delivery.channels.base import Parcel, Receipt
 from delivery.channels.fax_phaxio import (
@@ -30,7 +30,6 @@ from delivery.errors import (
     TransientChannelError,
 )
 from delivery.models import (
-    Address,
     Cadence,
     ChannelName,
     DeliveryState,
@@ -40,34 +39,13 @@ from delivery.models import (
     Recipient,
     RecipientKind,
 )
+from tests.builders import ORG, make_pdf
 from tests.integration.phaxio_fake import API_KEY, API_SECRET, FakePhaxio, running_phaxio, sign
 
 T = TypeVar("T")
 TOKEN = "callback-token-1"
 CALLBACK_URL = "https://campaigns.example.org/phaxio/callback/"
 NUMBER = "+4420799900011"
-ORG = Organisation(
-    name="Free Voices Network",
-    email="cases@example.org",
-    reply_to="replies@example.org",
-    bounce_domain="bounces.example.org",
-    address=Address(
-        name="Free Voices Network",
-        street="1 Example Lane",
-        city="Exampleton",
-        postal_code="EX1 2PL",
-        country="United Kingdom",
-    ),
-)
-
-
-def make_pdf(pages: int) -> bytes:
-    writer = PdfWriter()
-    for _ in range(pages):
-        writer.add_blank_page(width=595, height=842)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 def make_parcel(pages: int = 3, *, fax: str = NUMBER) -> Parcel:

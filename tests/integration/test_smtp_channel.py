@@ -24,34 +24,20 @@ from delivery.channels.smtp import AmbiguousDeliveryError, SmtpChannel, SmtpSetu
 from delivery.config import SmtpSecurity, SmtpSettings
 from delivery.errors import PermanentChannelError, TransientChannelError
 from delivery.models import (
-    Address,
     Cadence,
     ChannelName,
     DeliveryState,
     Format,
-    Organisation,
     ProofLevel,
     Recipient,
     RecipientKind,
 )
+from tests.builders import ORG
 
 HOST = "127.0.0.1"
 QUEUED = "250 2.0.0 Ok: queued as Q1"
 USERNAME = "campaigns"
 PASSWORD = "correct horse battery staple"
-ORG = Organisation(
-    name="Free Voices Network",
-    email="cases@example.org",
-    reply_to="replies@example.org",
-    bounce_domain="bounces.example.org",
-    address=Address(
-        name="Free Voices Network",
-        street="1 Example Lane",
-        city="Exampleton",
-        postal_code="EX1 2PL",
-        country="United Kingdom",
-    ),
-)
 RECIPIENT = Recipient(
     case="free-the-poet",
     slug="prosecutor",
@@ -63,7 +49,6 @@ RECIPIENT = Recipient(
     cadence=Cadence.DAILY,
     email="desk@prosecutor.example",
 )
-
 
 # --- certificates -------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from pypdf import PdfReader, PdfWriter
+from pypdf import PdfReader
 
 from delivery.channels.base import Parcel, Receipt
 from delivery.channels.email import EmailSpool
@@ -29,7 +29,6 @@ from delivery.models import (
     ChannelName,
     DeliveryState,
     Format,
-    Organisation,
     Part,
     ProofLevel,
     Recipient,
@@ -37,20 +36,8 @@ from delivery.models import (
 )
 from delivery.outbox import Artefact, LocalOutbox
 from delivery.render.pdf import html_to_pdf
+from tests.builders import ORG, make_pdf
 
-ORG = Organisation(
-    name="Free Voices Network",
-    email="cases@example.org",
-    reply_to="replies@example.org",
-    bounce_domain="bounces.example.org",
-    address=Address(
-        name="Free Voices Network",
-        street="1 Example Lane",
-        city="Exampleton",
-        postal_code="EX1 2PL",
-        country="United Kingdom",
-    ),
-)
 DESK = Address(
     name="Office of the Prosecutor",
     street="12 Justice Avenue",
@@ -58,15 +45,6 @@ DESK = Address(
     postal_code="10001",
     country="Examplestan",
 )
-
-
-def make_pdf(pages: int) -> bytes:
-    writer = PdfWriter()
-    for _ in range(pages):
-        writer.add_blank_page(width=595, height=842)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 def make_recipient(**changes: object) -> Recipient:
