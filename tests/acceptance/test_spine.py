@@ -226,8 +226,8 @@ def _check_outbox(operator: Operator) -> None:
     authority = next((outbox / "bundles" / V / "ru-prosecutor-general").glob("*.pdf"))
     text = _pdf_text(authority)
     flat = " ".join(text.split())
-    assert "{{ 7*7 }}" in flat
-    assert "49" not in flat
+    assert "Result: {{ 7*7 }}" in flat
+    assert "Result: 49" not in flat  # bundle ids are random hex, so look at the sentence
     assert '<img src="file:///etc/passwd">' in flat
     for snippet in ("我们呼吁立即释放维克多", "Szanowny Panie Prokuratorze", "Jonas Weber"):
         assert snippet in flat
