@@ -138,6 +138,12 @@ class EmailSettings(BaseModel):
     max_message_mb: float = Field(default=20.0, gt=0)  # one e-mail at most, attachments included
 
 
+class RetentionSettings(BaseModel):
+    """How long supporters' data stays once the deliveries carrying it are over."""
+
+    days: int = Field(default=90, ge=1)  # after the last delivery of a bundle ended
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SOLIDARITY_",
@@ -161,6 +167,7 @@ class Settings(BaseSettings):
     review: ReviewSettings = ReviewSettings()
     render: RenderSettings = RenderSettings()
     email: EmailSettings = EmailSettings()
+    retention: RetentionSettings = RetentionSettings()
     actor: str = "operator"
 
     @model_validator(mode="after")

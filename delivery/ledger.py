@@ -123,15 +123,21 @@ def verify_chain(events: Iterable[Event]) -> Problem | None:
 def verify(events: Iterable[Event], file_hash: Callable[[str], str | None]) -> list[Problem]:
     """Check the chain, then re-hash every artefact the ledger recorded.
 
+    A file a later event lists under ``erased`` (retention) must be gone, not intact.
     `file_hash` gives a stored file's SHA-256 now, or None when it is missing. Returns
     every problem found, the first broken link of the chain first; empty when all holds.
     """
     recorded: dict[str, tuple[int, str]] = {}
+    erased: dict[str, int] = {}
 
     def remember(stream: Iterable[Event]) -> Iterator[Event]:
         for event in stream:
-            for item in event.data().get("artefacts", ()):
+            data = event.data()
+            for item in data.get("artefacts", ()):
                 recorded[str(item["path"])] = (event.seq, str(item["sha256"]))
+                erased.pop(str(item["path"]), None)
+            for item in data.get("erased", ()):
+                erased[str(item["path"])] = event.seq
             yield event
 
     problems: list[Problem] = []
@@ -139,11 +145,18 @@ def verify(events: Iterable[Event], file_hash: Callable[[str], str | None]) -> l
     if broken is not None:
         problems.append(broken)
     for path, (seq, want) in sorted(recorded.items()):
-        have = file_hash(path)
-        if have is None:
-            problems.append(Problem(seq=seq, what=f"file {path} is missing"))
-        elif have != want:
-            problems.append(
-                Problem(seq=seq, what=f"file {path} was changed (SHA-256 {have}, recorded {want})")
-            )
+        problem = _file_problem(path, want, file_hash(path), erased.get(path))
+        if problem:
+            problems.append(Problem(seq=erased.get(path, seq), what=problem))
     return problems
+
+
+def _file_problem(path: str, want: str, have: str | None, erased_by: int | None) -> str | None:
+    if erased_by is not None:
+        kept = f"file {path} was erased under retention but is still there"
+        return None if have is None else kept
+    if have is None:
+        return f"file {path} is missing"
+    if have != want:
+        return f"file {path} was changed (SHA-256 {have}, recorded {want})"
+    return None

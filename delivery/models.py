@@ -292,6 +292,8 @@ class Message:
     body_sha256: str
     submitted_at: datetime
     event: str
+    ref: str = ""  # message_ref: how the ledger and manifests name it
+    body_mac: str = ""  # body_mac: the keyed fingerprint of its words
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,6 +309,36 @@ class Flag:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def message_ref(link_key: bytes, source: str, external_id: str) -> str:
+    """How the ledger names a supporter's message: an HMAC of its source and external id.
+
+    Under the message's own key, erased at retention: while the key lives, the operator can
+    tie a ledger entry to the form system's id; once it is gone, nobody can.
+    """
+    data = "\x1f".join(("ref", source, external_id)).encode("utf-8")
+    return hmac.new(link_key, data, hashlib.sha256).hexdigest()
+
+
+def body_mac(link_key: bytes, body: str) -> str:
+    """How the ledger and the manifests fingerprint a supporter's words: keyed, never plain.
+
+    A plain SHA-256 of a short text ("Free him now") can be confirmed by guessing it; an
+    HMAC under the message's key cannot, and once the key is erased it links to nothing.
+    """
+    return hmac.new(link_key, b"body\x1f" + body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def erased_tag(id_key: bytes, source: str, external_id: str) -> str:
+    """What stands for an erased message's external id, so importing it again finds it.
+
+    Under the installation's id key (not the message's): the row keeps no readable id,
+    yet a file imported a second time after retention is still recognised as already
+    delivered, never delivered twice.
+    """
+    data = "\x1f".join(("erased", source, external_id)).encode("utf-8")
+    return "erased:" + hmac.new(id_key, data, hashlib.sha256).hexdigest()[:40]
 
 
 def stable_id(prefix: str, *parts: str, key: bytes = b"", length: int = 20) -> str:

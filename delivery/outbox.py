@@ -95,3 +95,12 @@ class LocalOutbox:
             relative = path.relative_to(self.root)
             if path.is_file() and not any(part.startswith(".") for part in relative.parts):
                 yield relative.as_posix()
+
+    def delete(self, relpath: str) -> bool:
+        """Remove a file (retention); True when it was there."""
+        path = self._resolve(relpath)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

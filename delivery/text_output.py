@@ -101,10 +101,13 @@ def show_verify(result: Mapping[str, Any]) -> None:
 
 def show_trace(data: Mapping[str, Any]) -> None:
     m = data["message"]
+    external = "external id erased" if m.get("erased_at") else m["external_id"]
     click.echo(
-        f"message {m['id']} ({m['source']}:{m['external_id']}, line {m['line']}):"
+        f"message {m['id']} ({m['source']}:{external}, line {m['line']}):"
         f" {m['kind']} to {m['target']}"
     )
+    if m.get("erased_at"):
+        click.echo(f"  personal data erased under retention at {m['erased_at']}")
     click.echo(
         f"  case {m['case_slug']}, from {m['supporter_country']}, submitted {m['submitted_at']}"
     )
@@ -123,7 +126,8 @@ def show_trace(data: Mapping[str, Any]) -> None:
             f"  bundle {b['id']}: {b['state']}, {b['message_count']} messages,"
             f" {b['pages']} pages{page}"
         )
-        click.echo(f"    {b['pdf_path']}  sha256 {b['pdf_sha256']}")
+        erased = f"  (erased at {b['erased_at']})" if b.get("erased_at") else ""
+        click.echo(f"    {b['pdf_path']}  sha256 {b['pdf_sha256']}{erased}")
     for d in data["deliveries"]:
         click.echo(
             f"  delivery {d['id']} by {d['channel']}: {d['state']} (ref {d['provider_ref'] or '-'})"

@@ -15,7 +15,7 @@ import signal
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from delivery import collect
@@ -51,6 +51,7 @@ from delivery.render.email import compose_email
 from delivery.render.merge import Merged, Merger
 from delivery.render.pool import RenderPool
 from delivery.render.volumes import manifest_bytes
+from delivery.retention import purge
 from delivery.retry import RetryPolicy
 from delivery.store import Store
 from delivery.store.work import BundleRow, DeliveryRow
@@ -76,6 +77,13 @@ class RunSummary:
             "deliveries": dict(self.deliveries),
             "errors": self.errors,
         }
+
+
+RETENTION_LAST_RUN = "retention_last_run"
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def _quiet(_: str) -> None:
@@ -112,8 +120,29 @@ class Worker:
         while not stop.is_set():
             summary = await self.run_once()
             self.progress(f"run done: {json.dumps(summary.as_dict(), sort_keys=True)}")
+            await asyncio.to_thread(self.retention_if_due, datetime.now(UTC))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
+
+    def retention_if_due(self, now: datetime) -> bool:
+        """Erase what the retention period allows, at most once a day; True when it ran."""
+        last = self.store.meta_value(RETENTION_LAST_RUN)
+        if isinstance(last, str) and now - datetime.fromisoformat(last) < timedelta(days=1):
+            return False
+        report = purge(
+            self.store,
+            self.outbox,
+            days=self.settings.retention.days,
+            now=now,
+            actor=self.actor,
+            progress=self.progress,
+        )
+        self.store.set_meta(RETENTION_LAST_RUN, now.isoformat())
+        if report.messages or report.files:
+            self.progress(
+                f"retention: erased {report.messages} messages' personal data, {report.files} files"
+            )
+        return True
 
     # -- collect --------------------------------------------------------------------------
 
@@ -150,7 +179,8 @@ class Worker:
             if bundle_id:
                 summary.bundles_planned += 1
                 self.progress(
-                    f"collected {bundle_id} for {names[due.recipient_id]}: {due.waiting} messages"
+                    f"collected {bundle_id} for {names[due.recipient_id]}:"
+                    f" {_counted(due.waiting, 'message')}"
                 )
 
     # -- merge ----------------------------------------------------------------------------
@@ -174,7 +204,8 @@ class Worker:
             summary.bundles_rendered += 1
             summary.pages += outcome.pages
             self.progress(
-                f"[{done}/{len(planned)}] rendered {bundle.id}: {bundle.message_count} messages,"
+                f"[{done}/{len(planned)}] rendered {bundle.id}:"
+                f" {_counted(bundle.message_count, 'message')},"
                 f" {outcome.pages} pages"
                 + (f", in {len(outcome.envelopes)} envelopes" if len(outcome.envelopes) > 1 else "")
             )

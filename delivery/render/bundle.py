@@ -203,7 +203,7 @@ def manifest(doc: BundleDocument, version: str) -> dict[str, object]:
         "country_count": len(countries),
         "countries": [c.code for c in countries],
         "messages": [
-            {"id": m.id, "external_id": m.external_id, "source": m.source, "sha256": m.body_sha256}
+            {"id": m.id, "ref": m.ref, "body_mac": m.body_mac}  # keyed: see models.message_ref
             for m in doc.messages
         ],
     }

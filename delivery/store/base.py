@@ -161,6 +161,15 @@ class StoreBase:
         self._campaign = None
         return counts
 
+    def meta_value(self, key: str) -> Any:
+        """A value the store keeps for itself (None when never set)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as conn:
+            self._put_meta(conn, key, value)
+
     def _put_meta(self, conn: Connection, key: str, value: Any) -> None:
         if conn.execute(select(meta.c.key).where(meta.c.key == key)).first():
             conn.execute(update(meta).where(meta.c.key == key).values(value=value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,15 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from delivery import ledger as chain
 from delivery.errors import InputError, NotFoundError
-from delivery.models import Flag, MessageDraft, ReviewState, sha256_hex
+from delivery.models import (
+    Flag,
+    MessageDraft,
+    ReviewState,
+    body_mac,
+    erased_tag,
+    message_ref,
+    sha256_hex,
+)
 from delivery.store.base import StoreBase, now
 from delivery.store.schema import import_batches, message_recipients, messages
 
@@ -88,21 +97,27 @@ class MessageStore(StoreBase):
             ]
             conn.execute(insert(message_recipients), links)
             self.append(
-                conn, [_intake_entry(mid, s, actor) for mid, s in zip(new_ids, fresh, strict=True)]
+                conn,
+                [
+                    _intake_entry(mid, s, row, actor)
+                    for mid, s, row in zip(new_ids, fresh, rows, strict=True)
+                ],
             )
         return len(fresh), len(items) - len(fresh)
 
     def _drop_duplicates(self, conn: Connection, items: Sequence[Screened]) -> list[Screened]:
+        """The items not stored before, erased ones included (found by their erased tag)."""
         keys = {(s.draft.source, s.draft.external_id) for s in items}
         existing: set[tuple[str, str]] = set()
         for source in {k[0] for k in keys}:
-            wanted = [k[1] for k in keys if k[0] == source]
+            wanted = {k[1]: k[1] for k in keys if k[0] == source}
+            wanted.update({erased_tag(self.id_key, source, k): k for k in list(wanted)})
             found = conn.execute(
                 select(messages.c.external_id).where(
-                    messages.c.source == source, messages.c.external_id.in_(wanted)
+                    messages.c.source == source, messages.c.external_id.in_(list(wanted))
                 )
             ).scalars()
-            existing.update((source, str(e)) for e in found)
+            existing.update((source, wanted[str(e)]) for e in found)
         fresh: list[Screened] = []
         for item in items:
             key = (item.draft.source, item.draft.external_id)
@@ -154,6 +169,10 @@ class MessageStore(StoreBase):
         if ":" in ref:
             source, _, external = ref.partition(":")
             conditions.append(and_(messages.c.source == source, messages.c.external_id == external))
+        # a message erased under retention still answers to its external id, by its tag
+        for source in conn.execute(select(messages.c.source).distinct()).scalars():
+            tag = erased_tag(self.id_key, str(source), ref)
+            conditions.append(and_(messages.c.source == source, messages.c.external_id == tag))
         rows = conn.execute(select(messages.c.id, messages.c.source).where(or_(*conditions))).all()
         if not rows:
             raise NotFoundError(f"message {ref!r}: no message has this id or external id")
@@ -261,7 +280,11 @@ def _flag_rule(flag: str) -> str:
 
 def _message_row(batch_id: int, item: Screened, stamp: Any) -> dict[str, Any]:
     d = item.draft
+    link_key = secrets.token_bytes(32)
     return {
+        "link_key": link_key.hex(),
+        "ref": message_ref(link_key, d.source, d.external_id),
+        "body_mac": body_mac(link_key, d.body),
         "batch_id": batch_id,
         "source": d.source,
         "external_id": d.external_id,
@@ -288,15 +311,16 @@ def _message_row(batch_id: int, item: Screened, stamp: Any) -> dict[str, Any]:
     }
 
 
-def _intake_entry(message_id: int, item: Screened, actor: str) -> chain.Entry:
+def _intake_entry(message_id: int, item: Screened, row: dict[str, Any], actor: str) -> chain.Entry:
+    """The intake event: the supporter's id and words only as HMACs under the message's key."""
     d = item.draft
     payload = {
         "source": d.source,
-        "external_id": d.external_id,
+        "ref": row["ref"],
         "line": d.line,
         "case": d.case,
         "to": d.to,
-        "body_sha256": sha256_hex(d.body.encode("utf-8")),
+        "body_mac": row["body_mac"],
         "flags": [f.rule for f in item.flags],
         "state": str(item.state),
     }

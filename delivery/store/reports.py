@@ -9,11 +9,11 @@ from sqlalchemy import Select, func, select
 
 from delivery import ledger as chain
 from delivery.models import ChannelName, ReviewState
+from delivery.store.retention import RetentionStore
 from delivery.store.schema import bundles, deliveries, message_recipients, messages, recipients
-from delivery.store.tracking import TrackingStore
 
 
-class Store(TrackingStore):
+class Store(RetentionStore):
     """The one store interface: SQLite by default, PostgreSQL for scale-out."""
 
     def status(self, *, case: str | None, recipient: str | None) -> dict[str, Any]:
@@ -184,7 +184,8 @@ def _message_view(row: Any) -> dict[str, Any]:
         "kind",
         "supporter_country",
         "language",
-        "body_sha256",
+        "ref",
+        "body_mac",
         "review_state",
         "flags",
         "review_note",
@@ -192,6 +193,7 @@ def _message_view(row: Any) -> dict[str, Any]:
     )
     view = {k: row[k] for k in keys}
     view["submitted_at"] = row["submitted_at"].isoformat()
+    view["erased_at"] = row["erased_at"].isoformat() if row["erased_at"] else None
     return view
 
 
@@ -208,7 +210,9 @@ def _bundle_view(row: dict[str, Any]) -> dict[str, Any]:
         "manifest_path",
         "error",
     )
-    return {k: row[k] for k in keys}
+    view = {k: row[k] for k in keys}
+    view["erased_at"] = row["erased_at"].isoformat() if row["erased_at"] else None
+    return view
 
 
 def _delivery_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -121,6 +121,12 @@ messages = Table(
     Column("reviewed_by", String(200), nullable=False, default=""),
     Column("reviewed_at", UtcTime),
     Column("imported_at", UtcTime, nullable=False),
+    # The message's own secret: the ledger names the supporter's id and words only by
+    # HMACs under it (`ref`, `body_mac`), so erasing it at retention erases the link.
+    Column("link_key", String(64), nullable=False, default=""),
+    Column("ref", String(64), nullable=False, default=""),
+    Column("body_mac", String(64), nullable=False, default=""),
+    Column("erased_at", UtcTime),  # when retention erased the supporter's data
     UniqueConstraint("source", "external_id", name="uq_message_source_external_id"),
     Index("ix_messages_case_state", "case_slug", "review_state"),
     Index("ix_messages_external_id", "external_id"),
@@ -154,6 +160,7 @@ bundles = Table(
     Column("error", Text, nullable=False, default=""),
     Column("created_at", UtcTime, nullable=False),
     Column("rendered_at", UtcTime),
+    Column("erased_at", UtcTime),  # when retention erased the rendered files
     Index("ix_bundles_recipient_period", "recipient_id", "period"),
     Index("ix_bundles_state", "state"),
 )

@@ -656,4 +656,6 @@ def _message(m: Any) -> Message:
         body_sha256=m["body_sha256"],
         submitted_at=m["submitted_at"],
         event=m["event"],
+        ref=m["ref"],
+        body_mac=m["body_mac"],
     )

@@ -6,6 +6,7 @@ import dataclasses
 import email
 import email.policy
 import io
+import json
 import os
 import re
 import shutil
@@ -30,6 +31,8 @@ from delivery.models import (
     Organisation,
     Recipient,
     RecipientKind,
+    body_mac,
+    message_ref,
     sha256_hex,
 )
 from delivery.render import pdf as pdf_module
@@ -38,6 +41,7 @@ from delivery.render.email import compose_email
 from delivery.render.pdf import FetchRefusedError, TemplateFetcher, html_to_pdf, pdf_page_count
 
 CREATED = datetime(2025, 11, 26, 9, 30, tzinfo=UTC)
+LINK_KEY = bytes(range(32))  # each message's own key, as the store makes at intake
 BUNDLE_ID = "bnd-0a1b2c3d5e6f7a8b"
 
 ORGANISATION = Organisation(
@@ -102,6 +106,8 @@ def message(
         body_sha256=sha256_hex(body.encode()),
         submitted_at=CREATED,
         event="",
+        ref=message_ref(LINK_KEY, "form", f"ext-{ident}"),
+        body_mac=body_mac(LINK_KEY, body),
     )
 
 
@@ -411,12 +417,15 @@ def test_manifest_describes_the_bundle(
     assert manifest["template_version"] == rendered.template_version
     messages = manifest["messages"]
     assert isinstance(messages, list)
+    # the supporter's id and words appear only keyed: nothing to confirm a guess against
     assert messages[0] == {
         "id": 1,
-        "external_id": "ext-1",
-        "source": "form",
-        "sha256": doc.messages[0].body_sha256,
+        "ref": message_ref(LINK_KEY, "form", "ext-1"),
+        "body_mac": body_mac(LINK_KEY, doc.messages[0].body),
     }
+    text = json.dumps(manifest)
+    assert "ext-1" not in text
+    assert doc.messages[0].body_sha256 not in text
 
 
 def test_cover_tells_the_count_and_the_demand(

@@ -211,3 +211,14 @@ def test_cadence_holds_back_a_second_bundle_in_the_same_period(
     on_demand = asyncio.run(worker.run_once(on_demand=True))
     # On demand, every recipient but the daily digest: it has had its one digest today.
     assert on_demand.bundles_planned == 3
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from delivery.store.schema import metadata
+
+    with store.engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert differences == []
