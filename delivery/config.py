@@ -138,6 +138,14 @@ class EmailSettings(BaseModel):
     max_message_mb: float = Field(default=20.0, gt=0)  # one e-mail at most, attachments included
 
 
+class WorkerSettings(BaseModel):
+    """How workers share the work: leases on what they claim, and how they stop."""
+
+    lease_seconds: float = Field(default=60.0, gt=0)  # a claim lives this long unless renewed
+    max_claims: int = Field(default=3, ge=1)  # renders started before a bundle is dead-lettered
+    grace_seconds: float = Field(default=30.0, ge=0)  # after SIGTERM, to finish what is under way
+
+
 class RetentionSettings(BaseModel):
     """How long supporters' data stays once the deliveries carrying it are over."""
 
@@ -168,6 +176,7 @@ class Settings(BaseSettings):
     render: RenderSettings = RenderSettings()
     email: EmailSettings = EmailSettings()
     retention: RetentionSettings = RetentionSettings()
+    worker: WorkerSettings = WorkerSettings()
     actor: str = "operator"
 
     @model_validator(mode="after")

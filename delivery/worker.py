@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from delivery import collect
 from delivery.channels.base import Channel, Parcel
@@ -107,14 +108,32 @@ class Worker:
         self._errors: list[str] = []
 
     async def run_once(self, *, on_demand: bool = False) -> RunSummary:
-        """Drain everything due now, then return what was done."""
+        """Drain everything due now, then return what was done.
+
+        What this worker renders or sends it first claims, and a heartbeat keeps its
+        claims alive while it works; whatever it still holds at the end (or when it is
+        cancelled) it gives back, so other workers never wait for a lease to run out.
+        """
         summary = RunSummary()
         campaign = await asyncio.to_thread(self.store.campaign)
-        await self._collect(summary, on_demand=on_demand)
-        async with RenderPool(self.settings.render) as pool:
-            await self._merge(campaign, pool, summary)
-        await self._deliver(campaign, summary)
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._collect(summary, on_demand=on_demand)
+            async with RenderPool(self.settings.render) as pool:
+                await self._merge(campaign, pool, summary)
+            await self._deliver(campaign, summary)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await asyncio.to_thread(self.store.release, self.actor)
         return summary
+
+    async def _heartbeat(self) -> None:
+        lease = self.settings.worker.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            await asyncio.to_thread(self.store.renew, self.actor, lease)
 
     async def run_forever(self, *, poll_seconds: float, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -186,31 +205,67 @@ class Worker:
     # -- merge ----------------------------------------------------------------------------
 
     async def _merge(self, campaign: Campaign, pool: RenderPool, summary: RunSummary) -> None:
-        planned = await asyncio.to_thread(self.store.bundles_in, "planned")
+        """Render planned bundles, each claimed just before it is rendered.
+
+        A few lanes work side by side (bundles held in memory at once); each claims one
+        bundle at a time, so other workers on the same database get their share and a
+        slow bundle never holds up the rest.
+        """
+        total = len(await asyncio.to_thread(self.store.bundles_in, "planned"))
         merger = Merger(pool, self.settings.templates, self.settings.render, self.outbox.workdir)
-        gate = asyncio.Semaphore(max(2, pool.size * 2))  # bundles held in memory at once
         done = 0
 
-        async def one(bundle: BundleRow) -> None:
+        async def lane() -> None:
             nonlocal done
-            async with gate:
+            while True:
+                claimed = await asyncio.to_thread(
+                    self.store.claim_bundles,
+                    self.actor,
+                    limit=1,
+                    ttl=self.settings.worker.lease_seconds,
+                )
+                if not claimed:
+                    return
+                (bundle,) = claimed
+                if not await self._not_poison(bundle, summary):
+                    continue
                 outcome = await self._merge_one(campaign, merger, bundle)
-            done += 1
-            if isinstance(outcome, str):
-                summary.bundles_failed += 1
-                summary.errors.append(outcome)
-                self.progress(f"[{done}/{len(planned)}] FAILED {outcome}")
-                return
-            summary.bundles_rendered += 1
-            summary.pages += outcome.pages
-            self.progress(
-                f"[{done}/{len(planned)}] rendered {bundle.id}:"
-                f" {_counted(bundle.message_count, 'message')},"
-                f" {outcome.pages} pages"
-                + (f", in {len(outcome.envelopes)} envelopes" if len(outcome.envelopes) > 1 else "")
-            )
+                done += 1
+                shown = f"[{done}/{max(total, done)}]"
+                if isinstance(outcome, str):
+                    summary.bundles_failed += 1
+                    summary.errors.append(outcome)
+                    self.progress(f"{shown} FAILED {outcome}")
+                    continue
+                summary.bundles_rendered += 1
+                summary.pages += outcome.pages
+                volumes = len(outcome.envelopes)
+                self.progress(
+                    f"{shown} rendered {bundle.id}: {_counted(bundle.message_count, 'message')},"
+                    f" {outcome.pages} pages" + (f", in {volumes} envelopes" if volumes > 1 else "")
+                )
 
-        await asyncio.gather(*(one(bundle) for bundle in planned))
+        await asyncio.gather(*(lane() for _ in range(max(2, pool.size * 2))))
+
+    async def _not_poison(self, bundle: BundleRow, summary: RunSummary) -> bool:
+        """False, and the bundle dead-lettered, when its renders never finish."""
+        claims = await asyncio.to_thread(self.store.claim_count, bundle.id)
+        limit = self.settings.worker.max_claims
+        if claims <= limit:
+            return True
+        error = (
+            f"bundle {bundle.id} for {bundle.case}/{bundle.slug}: its render was started"
+            f" {claims - 1} times and never finished (the worker stopped each time; out of"
+            " memory?); set aside, the other bundles go on. `solidarity bundles retry` after"
+            " the cause is fixed"
+        )
+        await asyncio.to_thread(
+            self.store.mark_render_failed, bundle.id, error=error, actor=self.actor
+        )
+        summary.bundles_failed += 1
+        summary.errors.append(error)
+        self.progress(f"FAILED {error}")
+        return False
 
     async def _merge_one(
         self, campaign: Campaign, merger: Merger, bundle: BundleRow
@@ -242,6 +297,10 @@ class Worker:
         )
 
     def _store_rendered(self, bundle: BundleRow, merged: Merged) -> None:
+        if not self.store.holds(self.actor, bundle_id=bundle.id):
+            # this worker stalled past its lease and another took the bundle over
+            merged.path.unlink(missing_ok=True)
+            return
         base = f"bundles/{bundle.case}/{bundle.slug}/{bundle.id}"
         pdf = self.outbox.adopt(f"{base}.pdf", merged.path)
         data = {**merged.manifest, "pdf_sha256": pdf.sha256, "pages": merged.pages}
@@ -291,16 +350,21 @@ class Worker:
         summary: RunSummary,
         stopped: set[ChannelName],
     ) -> None:
-        ready = await asyncio.to_thread(
-            self.store.deliveries_in,
-            (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED),
-        )
-        now = datetime.now(UTC)
+        """Send what is due, claiming more as deliveries finish, so workers share the work.
+
+        At most a window of deliveries is claimed at once; each handled one is given back
+        at once and its place filled by a new claim. One not due yet stays claimed until
+        the end of the run, so the next claims pass over it.
+        """
         gate = asyncio.Semaphore(self.settings.limits.connections)
+        window = self.settings.limits.connections * 8
+        running: set[asyncio.Task[None]] = set()
 
         async def one(delivery: DeliveryRow) -> None:
             try:
-                state = await self._paced(campaign, channels, delivery, now, gate, stopped)
+                state = await self._paced(
+                    campaign, channels, delivery, datetime.now(UTC), gate, stopped
+                )
             except ChannelSetupError as exc:
                 if delivery.channel not in stopped:
                     stopped.add(delivery.channel)
@@ -309,8 +373,31 @@ class Worker:
                 return
             if state:
                 summary.deliveries[f"{delivery.channel}:{state}"] += 1
+                await asyncio.to_thread(self.store.release, self.actor, delivery_ids=[delivery.id])
 
-        await asyncio.gather(*(one(delivery) for delivery in ready))
+        try:
+            while True:
+                room = window - len(running)
+                claimed = []
+                if room > 0:
+                    claimed = await asyncio.to_thread(
+                        self.store.claim_deliveries,
+                        self.actor,
+                        (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED),
+                        limit=room,
+                        ttl=self.settings.worker.lease_seconds,
+                    )
+                running.update(asyncio.create_task(one(d)) for d in claimed)
+                if not running:
+                    return
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                running.difference_update(finished)
+                for task in finished:
+                    task.result()  # an unexpected error stops the run, as before
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _paced(
         self,
@@ -616,6 +703,39 @@ def _recipient(campaign: Campaign, case_slug: str, slug: str) -> Recipient:
     if found is None:
         raise PermanentError(f"recipient {case_slug}/{slug}: no longer in the loaded campaign")
     return found
+
+
+async def run_until_stopped(
+    runner: Worker, *, once: bool, on_demand: bool, poll_seconds: float
+) -> RunSummary | None:
+    """Run the worker until it is done (``once``) or told to stop by SIGTERM or SIGINT.
+
+    On the signal no new run starts; what is under way gets ``worker.grace_seconds`` to
+    finish, then it is cancelled, and the worker gives its claims back so other workers
+    take them at once. Returns the run's summary, or None when it was cut short.
+    """
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    work: asyncio.Task[Any]
+    if once:
+        work = asyncio.create_task(runner.run_once(on_demand=on_demand))
+    else:
+        work = asyncio.create_task(runner.run_forever(poll_seconds=poll_seconds, stop=stop))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not work.done():
+        grace = runner.settings.worker.grace_seconds
+        runner.progress(f"stopping: finishing what is under way (at most {grace:g} s)")
+        finished, _ = await asyncio.wait({work}, timeout=grace)
+        if not finished:
+            runner.progress("grace over: giving unfinished work back to the other workers")
+            work.cancel()
+    stopping.cancel()
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        return None
+    return result if isinstance(result, RunSummary) else None
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from delivery.errors import ConfigurationError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD = "0003"
+HEAD = "0004"
 
 
 def make_engine(url: str) -> Engine:

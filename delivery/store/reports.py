@@ -9,11 +9,11 @@ from sqlalchemy import Select, func, select
 
 from delivery import ledger as chain
 from delivery.models import ChannelName, ReviewState
-from delivery.store.retention import RetentionStore
+from delivery.store.leases import LeaseStore
 from delivery.store.schema import bundles, deliveries, message_recipients, messages, recipients
 
 
-class Store(RetentionStore):
+class Store(LeaseStore):
     """The one store interface: SQLite by default, PostgreSQL for scale-out."""
 
     def status(self, *, case: str | None, recipient: str | None) -> dict[str, Any]:

@@ -187,9 +187,13 @@ class RetentionStore(TrackingStore):
         before = erasure.before.isoformat()
         with self.transaction() as conn:
             for bundle in erasure.bundles:
-                conn.execute(
-                    update(bundles).where(bundles.c.id == bundle.id).values(erased_at=stamp)
+                done = conn.execute(
+                    update(bundles)
+                    .where(bundles.c.id == bundle.id, bundles.c.erased_at.is_(None))
+                    .values(erased_at=stamp)
                 )
+                if not done.rowcount:
+                    continue  # another worker's run erased it first
                 payload = {
                     "days": days,
                     "before": before,
@@ -211,7 +215,7 @@ class RetentionStore(TrackingStore):
     def _erase_messages(self, conn: Connection, ids: Sequence[int], stamp: datetime) -> None:
         rows = conn.execute(
             select(messages.c.id, messages.c.source, messages.c.external_id).where(
-                messages.c.id.in_(list(ids))
+                messages.c.id.in_(list(ids)), messages.c.erased_at.is_(None)
             )
         ).all()
         values = [
@@ -221,6 +225,8 @@ class RetentionStore(TrackingStore):
             }
             for mid, src, ext in rows
         ]
+        if not values:
+            return
         conn.execute(
             update(messages)
             .where(messages.c.id == bindparam("mid"))

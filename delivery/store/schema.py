@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -161,6 +162,11 @@ bundles = Table(
     Column("created_at", UtcTime, nullable=False),
     Column("rendered_at", UtcTime),
     Column("erased_at", UtcTime),  # when retention erased the rendered files
+    # A worker's claim, renewed by its heartbeat; seconds since the epoch by the database's
+    # clock, so a worker whose own clock is wrong can neither keep nor steal a claim.
+    Column("lease_owner", String(200), nullable=False, default=""),
+    Column("lease_expires", Float, nullable=False, default=0.0),
+    Column("claims", Integer, nullable=False, default=0),  # renders started: a poison guard
     Index("ix_bundles_recipient_period", "recipient_id", "period"),
     Index("ix_bundles_state", "state"),
 )
@@ -180,6 +186,8 @@ deliveries = Table(
     Column("last_error", Text, nullable=False, default=""),
     # what a person (or the fallback policy) decided about a delivery that did not arrive
     Column("resolution", Text, nullable=False, default=""),
+    Column("lease_owner", String(200), nullable=False, default=""),
+    Column("lease_expires", Float, nullable=False, default=0.0),
     Column("created_at", UtcTime, nullable=False),
     Column("updated_at", UtcTime, nullable=False),
     UniqueConstraint("bundle_id", "channel", name="uq_delivery_bundle_channel"),

@@ -137,6 +137,10 @@ class WorkStore(MessageStore):
     def create_bundle(self, recipient_id: int, period: str, *, actor: str) -> str | None:
         """Claim every approved, unbundled message of a recipient into a new bundle."""
         with self.transaction() as conn:
+            # one worker at a time collects a recipient (SQLite: every write is serialised)
+            conn.execute(
+                select(recipients.c.id).where(recipients.c.id == recipient_id).with_for_update()
+            )
             ids = sorted(
                 int(m)
                 for m in conn.execute(
@@ -233,12 +237,15 @@ class WorkStore(MessageStore):
         countries: int,
         template_version: str,
         actor: str,
-    ) -> None:
+    ) -> bool:
+        """Record the render; False (and nothing recorded) when the bundle is no longer planned."""
         with self.transaction() as conn:
-            conn.execute(
+            done = conn.execute(
                 update(bundles)
-                .where(bundles.c.id == bundle_id)
+                .where(bundles.c.id == bundle_id, bundles.c.state == "planned")
                 .values(
+                    lease_owner="",
+                    lease_expires=0.0,
                     state="rendered",
                     pages=pages,
                     country_count=countries,
@@ -251,6 +258,8 @@ class WorkStore(MessageStore):
                     error="",
                 )
             )
+            if not done.rowcount:
+                return False
             payload = {
                 "pages": pages,
                 "countries": countries,
@@ -259,13 +268,20 @@ class WorkStore(MessageStore):
                 "artefacts": [_artefact(pdf), _artefact(manifest)],
             }
             self.record(conn, "bundle.rendered", f"bundle:{bundle_id}", payload, actor)
+        return True
 
-    def mark_render_failed(self, bundle_id: str, *, error: str, actor: str) -> None:
+    def mark_render_failed(self, bundle_id: str, *, error: str, actor: str) -> bool:
+        """Dead-letter the bundle with its reason; False when it is no longer planned."""
         with self.transaction() as conn:
-            conn.execute(
-                update(bundles).where(bundles.c.id == bundle_id).values(state="failed", error=error)
+            done = conn.execute(
+                update(bundles)
+                .where(bundles.c.id == bundle_id, bundles.c.state == "planned")
+                .values(state="failed", error=error, lease_owner="", lease_expires=0.0)
             )
+            if not done.rowcount:
+                return False
             self.record(conn, "bundle.failed", f"bundle:{bundle_id}", {"error": error}, actor)
+        return True
 
     def retry_bundle(self, bundle_id: str, *, actor: str) -> None:
         """Put a failed bundle back in line for rendering (after the cause was fixed)."""
@@ -326,6 +342,7 @@ class WorkStore(MessageStore):
         """The bundle's delivery on `channel`, created queued (or held) when new."""
         delivery_id = stable_id("dlv", bundle.id, str(channel), key=self.id_key)
         with self.transaction() as conn:
+            conn.execute(select(bundles.c.id).where(bundles.c.id == bundle.id).with_for_update())
             if conn.execute(select(deliveries.c.id).where(deliveries.c.id == delivery_id)).first():
                 return delivery_id
             held = self._is_held(conn, bundle.recipient_id)
