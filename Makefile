@@ -8,9 +8,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the service needs: Pango for WeasyPrint (HarfBuzz subsetting makes
 # embedding the CJK fonts 15 times faster than fontTools), fonts for every script,
-# poppler-utils to read PDFs back in tests, openssl for test certificates.
+# poppler-utils to read PDFs back in tests, openssl for test certificates, postgresql for
+# the throwaway server the tests start to run the store on PostgreSQL as well as SQLite.
 DEBIAN_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fontconfig \
-	fonts-dejavu-core fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji poppler-utils openssl
+	fonts-dejavu-core fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji poppler-utils openssl \
+	postgresql
 
 .PHONY: demo test lint types unit integration acceptance bench system-packages clean docs
 

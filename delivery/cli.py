@@ -11,7 +11,7 @@ import hashlib
 import json
 import ssl
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -36,7 +36,7 @@ from delivery.text_output import (
 )
 from delivery.tracking.bounces import BounceTracker, TrackReport
 from delivery.tracking.mailboxes import read_imap, read_maildir, read_mbox
-from delivery.worker import Worker, fall_back_to, install_stop_handlers, next_channel
+from delivery.worker import Worker, fall_back_to, next_channel, run_until_stopped
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -905,40 +905,117 @@ def serve(obj: Context, host: str | None, port: int | None) -> None:
     "--now", "on_demand", is_flag=True, help="Collect every recipient now, whatever its cadence."
 )
 @click.option("--poll", type=float, default=60.0, show_default=True, help="Seconds between runs.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Worker processes side by side; they share the work through claims in the database.",
+)
 @json_option
-@click.pass_obj
+@click.pass_context
 @handle_errors
-def worker(obj: Context, once: bool, on_demand: bool, poll: float, as_json: bool) -> None:
+def worker(
+    ctx: click.Context, once: bool, on_demand: bool, poll: float, concurrency: int, as_json: bool
+) -> None:
     """Collect, merge and deliver: the async worker.
 
-    Running it again delivers nothing twice. SIGTERM or Ctrl-C stops it after the current run.
+    Running it again delivers nothing twice. Several workers — this command run on many
+    machines against one PostgreSQL database, or --concurrency N here — share the work:
+    each claims what it renders or sends, a heartbeat keeps the claims alive, and the
+    claims of a worker that stops are taken over once they expire
+    (SOLIDARITY_WORKER__LEASE_SECONDS, by the database's clock). SIGTERM or Ctrl-C: no new
+    run starts, what is under way gets SOLIDARITY_WORKER__GRACE_SECONDS to finish, the
+    rest is given back, and the worker exits 0.
 
     \b
     Example:
       solidarity worker --once
-      solidarity worker --poll 300
+      solidarity worker --poll 300 --concurrency 4
     """
+    obj: Context = ctx.obj
+    if concurrency > 1:
+        _ = obj.store  # made and migrated once here, not by every worker at the same moment
+        args = ["worker", "--poll", str(poll)]
+        args += ["--once"] * once + ["--now"] * on_demand + ["--json"] * as_json
+        sys.exit(_supervise(ctx, args, concurrency, once=once, as_json=as_json))
     runner = Worker(obj.settings, obj.store, progress=progress)
-    if once:
-        summary = asyncio.run(runner.run_once(on_demand=on_demand))
-        if as_json:
-            echo_json(summary.as_dict())
-        else:
-            click.echo(
-                f"{summary.bundles_planned} bundles collected, {summary.bundles_rendered} rendered"
-                f" ({summary.pages} pages), {summary.bundles_failed} failed; deliveries: "
-                + (", ".join(f"{k} {v}" for k, v in sorted(summary.deliveries.items())) or "none")
-            )
-        if summary.errors:
-            sys.exit(1)
+    summary = asyncio.run(
+        run_until_stopped(runner, once=once, on_demand=on_demand, poll_seconds=poll)
+    )
+    if not once:
         return
+    if summary is None:
+        click.echo("stopped before the run was done; the rest was given back", err=True)
+        return
+    if as_json:
+        echo_json(summary.as_dict())
+    else:
+        _show_run(summary.as_dict())
+    if summary.errors:
+        sys.exit(1)
 
-    async def forever() -> None:
-        stop = asyncio.Event()
-        install_stop_handlers(stop)
-        await runner.run_forever(poll_seconds=poll, stop=stop)
 
-    asyncio.run(forever())
+def _show_run(summary: Mapping[str, Any]) -> None:
+    deliveries: Mapping[str, int] = summary["deliveries"]
+    click.echo(
+        f"{summary['bundles_planned']} bundles collected, {summary['bundles_rendered']} rendered"
+        f" ({summary['pages']} pages), {summary['bundles_failed']} failed; deliveries: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(deliveries.items())) or "none")
+    )
+
+
+def _supervise(
+    ctx: click.Context, args: list[str], count: int, *, once: bool, as_json: bool
+) -> int:
+    """Run ``count`` worker processes and wait for them; SIGTERM and SIGINT are passed on.
+
+    With --once their summaries are added up into one; the exit code is the worst of theirs.
+    """
+    import signal
+    import subprocess
+
+    group = ctx.find_root().params
+    front = ["--config", str(group["config_file"])] if group.get("config_file") else []
+    front += ["--outbox", str(group["outbox"])] if group.get("outbox") else []
+    command = [sys.executable, "-c", "from delivery.cli import main; main()", *front, *args]
+    capture = subprocess.PIPE if once else None
+    children = [
+        subprocess.Popen(command, stdout=capture, text=True)  # noqa: S603  # ourselves again
+        for _ in range(count)
+    ]
+
+    def pass_on(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    outputs = [child.communicate()[0] or "" for child in children]
+    codes = [child.returncode for child in children]
+    if once:
+        totals = _added_up([json.loads(o) for o in outputs if o.strip()] if as_json else [])
+        if as_json:
+            echo_json(totals)
+        else:
+            for output in outputs:
+                click.echo(output, nl=False)
+    return max(codes, key=abs)
+
+
+def _added_up(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    totals: dict[str, Any] = {"deliveries": {}, "errors": [], "workers": len(summaries)}
+    for summary in summaries:
+        for key, value in summary.items():
+            if key == "deliveries":
+                for state, n in value.items():
+                    totals["deliveries"][state] = totals["deliveries"].get(state, 0) + n
+            elif key == "errors":
+                totals["errors"] += value
+            elif isinstance(value, int):
+                totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 @main.command()
@@ -1003,12 +1080,14 @@ main.command(
 
 @main.group()
 def audit() -> None:
-    """Check the ledger and trace what happened to a message.
+    """Check the ledger, trace what happened to a message, and hand audits out.
 
     \b
     Example:
       solidarity audit verify
       solidarity audit trace pl-0002
+      solidarity audit export --case viktor-arkhipov --output audit-viktor
+      solidarity audit verify-package audit-viktor --key example.org_solidarity-2027.pub
     """
 
 
@@ -1036,17 +1115,47 @@ def audit_verify(obj: Context, as_json: bool) -> None:
 
 
 @audit.command("trace")
-@click.argument("message_ref")
+@click.argument("message_ref", metavar="ID")
+@click.option(
+    "--package",
+    "package_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Answer from this audit package, offline, instead of the database.",
+)
+@click.option(
+    "--key",
+    "key_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --package: the organisation's public key (.pub) to check the signature with.",
+)
 @json_option
 @click.pass_obj
 @handle_errors
-def audit_trace(obj: Context, message_ref: str, as_json: bool) -> None:
+def audit_trace(
+    obj: Context,
+    message_ref: str,
+    package_dir: Path | None,
+    key_files: tuple[Path, ...],
+    as_json: bool,
+) -> None:
     """One message's path: review, bundle (hash, pages), deliveries, every event with proof.
+
+    With --package, the answer comes from an audit package instead (no database needed),
+    after the package verifies: ID is then a message id (12 or message:12), a bundle id
+    (bnd-…) or a delivery id (dlv-…), and each event is marked as included in the signed
+    checkpoint. Without --key the checkpoint's signature is not checked.
 
     \b
     Example:
       solidarity audit trace pl-0002
+      solidarity audit trace 12 --package audit-viktor --key example.org_solidarity-2027.pub
     """
+    if package_dir is not None:
+        _trace_package(package_dir, message_ref, key_files, as_json)
+        return
+    if key_files:
+        raise InputError("--key goes with --package: the database trace needs no key")
     (message_id,) = obj.store.resolve([message_ref])
     data = obj.store.trace(message_id)
     outbox = LocalOutbox(obj.settings.outbox_path)
@@ -1143,6 +1252,183 @@ def audit_checkpoint(obj: Context, key_file: Path, origin: str | None, as_json: 
         return
     click.echo(f"{obj.settings.outbox_path / signed.artefact.path}:")
     click.echo(signed.note, nl=False)
+
+
+@audit.command("export")
+@click.option("--case", required=True, metavar="SLUG", help="The case the package is about.")
+@click.option(
+    "--since",
+    metavar="YYYY-MM-DD",
+    help="Start at the first event of this UTC day (default: the ledger's first event).",
+)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Sign a fresh checkpoint with this private key first (default: the newest"
+    " checkpoint in the outbox).",
+)
+@click.option(
+    "--with-pdfs",
+    is_flag=True,
+    help="Also copy each bundle's PDF. THE PDFs HOLD SUPPORTERS' NAMES AND WORDS: hand such a"
+    " package only to people entitled to see them.",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The folder to write the package into; it must not exist or be empty.",
+)
+@json_option
+@click.pass_obj
+@handle_errors
+def audit_export(
+    obj: Context,
+    case: str,
+    since: str | None,
+    key_file: Path | None,
+    with_pdfs: bool,
+    output: Path,
+    as_json: bool,
+) -> None:
+    """Write a self-contained audit package of a case, to verify offline.
+
+    The package holds every ledger event from the start (or --since) up to a signed
+    checkpoint, not only the case's, so an auditor can see that none was left out; the
+    checkpoint; inclusion proofs of the case's events; earlier checkpoints with their
+    consistency proofs; and the case's bundle manifests (ids and hashes only). Event
+    payloads hold ids and hashes, no supporter's personal data. README.txt in the package
+    says how to check it with `solidarity audit verify-package`.
+
+    \b
+    Example:
+      solidarity audit export --case viktor-arkhipov --output audit-viktor
+      solidarity audit export --case viktor-arkhipov --since 2026-12-01 \\
+        --key /etc/solidarity/keys/example.org_solidarity-2027.key --output audit-december
+    """
+    from datetime import date
+
+    from delivery.audit import origin_for
+    from delivery.package import export_package
+
+    try:
+        day = date.fromisoformat(since) if since else None
+    except ValueError:
+        raise InputError(f"--since {since!r}: not a day (YYYY-MM-DD)") from None
+    origin = origin_for(obj.store.campaign().organisation.bounce_domain)
+    exported = export_package(
+        obj.store,
+        LocalOutbox(obj.settings.outbox_path),
+        output,
+        case=case,
+        since=day,
+        with_pdfs=with_pdfs,
+        key_file=key_file,
+        origin=origin,
+        actor=obj.settings.actor,
+        progress=progress,
+    )
+    if as_json:
+        echo_json(exported.as_dict())
+        return
+    click.echo(
+        f"{exported.path}: case {exported.case}, events {exported.start} to {exported.size}"
+        f" ({exported.events} events, {exported.proofs} inclusion proofs),"
+        f" {len(exported.files)} files, {len(exported.erased)} erased,"
+        f" {exported.earlier_checkpoints} earlier checkpoints"
+    )
+    if with_pdfs:
+        click.echo("  the package holds the bundles' PDFs: supporters' names and words")
+    click.echo(f"  verify: solidarity audit verify-package {exported.path} --key ORGANISATION.pub")
+
+
+@audit.command("verify-package")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--key",
+    "key_files",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The organisation's public key (.pub); repeat for keys used before a rotation.",
+)
+@click.option(
+    "--checkpoint",
+    "earlier_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A checkpoint seen earlier: the package must prove that it extends it. Repeatable.",
+)
+@json_option
+@handle_errors
+def audit_verify_package(
+    folder: Path, key_files: tuple[Path, ...], earlier_files: tuple[Path, ...], as_json: bool
+) -> None:
+    """Check an audit package offline: signature, chain, Merkle root, proofs and files.
+
+    Needs only the package and the public key: no database, outbox or settings. Exit 0
+    when every check holds, 1 with each problem named (event number, kind and subject,
+    or file), 2 when the folder cannot be read as a package.
+
+    \b
+    Example:
+      solidarity audit verify-package audit-viktor --key example.org_solidarity-2027.pub
+      solidarity audit verify-package audit-viktor --key new.pub --key old.pub \\
+        --checkpoint checkpoint-00000031-f56c2b1327e32552.txt
+    """
+    from delivery.package import GivenCheckpoint, verify_package
+
+    given = [GivenCheckpoint(label=str(path), note=_read_text(path)) for path in earlier_files]
+    result = verify_package(folder, _verifier_keys(key_files), given=given)
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        click.echo("\n".join(result.lines()))
+    if not result.ok:
+        sys.exit(1)
+
+
+def _trace_package(folder: Path, ref: str, key_files: tuple[Path, ...], as_json: bool) -> None:
+    """`audit trace --package`: verify the package, then answer from it."""
+    from delivery.errors import LedgerError
+    from delivery.package import trace_package, verify_package
+
+    keys = _verifier_keys(key_files)
+    if not keys:
+        progress("note: without --key the checkpoint's signature is not checked; all else is")
+    result = verify_package(folder, keys, check_signature=bool(keys))
+    if not result.ok:
+        click.echo("\n".join(result.lines()))
+        raise LedgerError(f"{folder}: the package does not verify; nothing traced")
+    traced = trace_package(folder, ref, result)
+    if as_json:
+        echo_json(traced.as_dict())
+    else:
+        click.echo("\n".join(traced.lines()))
+
+
+def _verifier_keys(paths: tuple[Path, ...]) -> list[str]:
+    """The public keys in `paths`; a private key or an unreadable file is bad input."""
+    from delivery.checkpoint import CheckpointError, read_key_file
+
+    keys: list[str] = []
+    for path in paths:
+        try:
+            key = read_key_file(path)
+        except CheckpointError as exc:
+            raise InputError(str(exc)) from exc
+        if key.startswith("PRIVATE+KEY+"):
+            raise InputError(f"{path}: a private key; give the public key (.pub) instead")
+        keys.append(key)
+    return keys
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read: {exc}") from exc
 
 
 def _page_in_bundle(outbox: LocalOutbox, manifest_path: str, message_id: int) -> int | None:
@@ -1243,6 +1529,71 @@ def report_command(
         f" deliveries {len(data.deliveries)}, still waiting {len(data.waiting)}"
     )
     click.echo(f"  ledger: {data.ledger.events} events, head {data.ledger.last_hash or '-'}")
+
+
+# -- retention ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only show what would be erased; change nothing.")
+@click.option(
+    "--days",
+    type=click.IntRange(0),
+    help="Erase what ended more than this many days ago (default: SOLIDARITY_RETENTION__DAYS).",
+)
+@json_option
+@click.pass_obj
+@handle_errors
+def purge(obj: Context, dry_run: bool, days: int | None, as_json: bool) -> None:
+    """Erase supporters' data once the deliveries carrying it are over.
+
+    A bundle's deliveries are over when each was delivered, accepted, spooled or
+    cancelled, or failed, bounced or came back and a decision was recorded about it. Once
+    the last of them is older than the retention period, the bundle's PDF and the e-mails,
+    faxes and envelopes made from it are deleted, and its messages lose their text, the
+    supporter's name, e-mail and city, and the key that linked them to the ledger.
+    Rejected messages and import reject files go the same time after they were decided
+    or written. Ids, countries, states and hashes stay: counts still add up, and
+    `solidarity audit verify` still passes, knowing each erased file from a lost one.
+    The worker does this once a day by itself.
+
+    \b
+    Example:
+      solidarity purge --dry-run
+      solidarity purge --days 30 --json
+    """
+    from datetime import UTC, datetime
+
+    from delivery.retention import purge as run_purge
+
+    settings = obj.settings
+    report = run_purge(
+        obj.store,
+        LocalOutbox(settings.outbox_path),
+        days=settings.retention.days if days is None else days,
+        now=datetime.now(UTC),
+        actor=settings.actor,
+        dry_run=dry_run,
+        progress=progress,
+    )
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    verb = "would erase" if dry_run else "erased"
+    click.echo(
+        f"{verb}: {report.messages} messages' personal data, {report.files} files"
+        f" ({report.bytes / 1e6:.1f} MB) of {report.bundles} bundles"
+        + (f" and {report.reject_files} import reject files" if report.reject_files else "")
+        + f"; everything that ended before {report.before:%Y-%m-%d %H:%M} UTC"
+        f" ({report.days} days)"
+    )
+    for case, counts in sorted(report.by_case.items()):
+        bundles, files = counts["bundles"], counts["files"]
+        click.echo(
+            f"  {case}: {bundles} bundle{'s' * (bundles != 1)}, {files} file{'s' * (files != 1)}"
+        )
+    if report.leftovers:
+        click.echo(f"  and {report.leftovers} files an interrupted run had left behind")
 
 
 # -- demo ---------------------------------------------------------------------------------

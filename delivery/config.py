@@ -142,7 +142,7 @@ class WorkerSettings(BaseModel):
     """How workers share the work: leases on what they claim, and how they stop."""
 
     lease_seconds: float = Field(default=60.0, gt=0)  # a claim lives this long unless renewed
-    max_claims: int = Field(default=3, ge=1)  # renders started before a bundle is dead-lettered
+    render_attempts: int = Field(default=3, ge=1)  # renders that killed their worker, at most
     grace_seconds: float = Field(default=30.0, ge=0)  # after SIGTERM, to finish what is under way
 
 

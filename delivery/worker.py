@@ -13,13 +13,15 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from delivery import collect
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from delivery import collect, faults
 from delivery.channels.base import Channel, Parcel
 from delivery.channels.email import EmailSpool
 from delivery.channels.fax import FaxSpool
@@ -83,6 +85,45 @@ class RunSummary:
 RETENTION_LAST_RUN = "retention_last_run"
 
 
+class _Solo:
+    """Renders share the pool; a suspect one waits for the others and runs alone.
+
+    Waiting suspects go first: no new shared render starts while one waits.
+    """
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Condition()
+        self._shared = 0
+        self._alone = False
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._alone and not self._waiting)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._shared -= 1
+                self._changed.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        async with self._changed:
+            self._waiting += 1
+            await self._changed.wait_for(lambda: not self._alone and not self._shared)
+            self._waiting -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._alone = False
+                self._changed.notify_all()
+
+
 def _counted(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' * (count != 1)}"
 
@@ -124,24 +165,44 @@ class Worker:
             await self._deliver(campaign, summary)
         finally:
             heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, DBAPIError):
                 await heartbeat
-            await asyncio.to_thread(self.store.release, self.actor)
+            with contextlib.suppress(DBAPIError):  # unreachable: the claims expire instead
+                await asyncio.to_thread(self.store.release, self.actor)
         return summary
 
     async def _heartbeat(self) -> None:
+        """Renew this worker's leases three times a lease; a missed beat is tried again."""
         lease = self.settings.worker.lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
-            await asyncio.to_thread(self.store.renew, self.actor, lease)
+            with contextlib.suppress(DBAPIError):
+                await asyncio.to_thread(self.store.renew, self.actor, lease)
 
     async def run_forever(self, *, poll_seconds: float, stop: asyncio.Event) -> None:
+        """Run, wait ``poll_seconds``, run again, until ``stop``.
+
+        When the database cannot be reached the run is abandoned (its claims expire on
+        their own) and the worker waits — 1 s, then twice as long each time, at most
+        ``poll_seconds`` — before trying again; it never exits for that.
+        """
+        backoff = 1.0
         while not stop.is_set():
-            summary = await self.run_once()
-            self.progress(f"run done: {json.dumps(summary.as_dict(), sort_keys=True)}")
-            await asyncio.to_thread(self.retention_if_due, datetime.now(UTC))
+            wait = poll_seconds
+            try:
+                summary = await self.run_once()
+                self.progress(f"run done: {json.dumps(summary.as_dict(), sort_keys=True)}")
+                await asyncio.to_thread(self.retention_if_due, datetime.now(UTC))
+                backoff = 1.0
+            except DBAPIError as exc:
+                if not exc.connection_invalidated and not isinstance(exc, OperationalError):
+                    raise
+                wait = min(backoff, poll_seconds)
+                backoff *= 2
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                self.progress(f"database unavailable ({reason}); trying again in {wait:g} s")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
 
     def retention_if_due(self, now: datetime) -> bool:
         """Erase what the retention period allows, at most once a day; True when it ran."""
@@ -213,6 +274,7 @@ class Worker:
         """
         total = len(await asyncio.to_thread(self.store.bundles_in, "planned"))
         merger = Merger(pool, self.settings.templates, self.settings.render, self.outbox.workdir)
+        solo = _Solo()
         done = 0
 
         async def lane() -> None:
@@ -227,9 +289,16 @@ class Worker:
                 if not claimed:
                     return
                 (bundle,) = claimed
-                if not await self._not_poison(bundle, summary):
+                faults.point("bundle-claimed")
+                died = await asyncio.to_thread(self.store.unfinished_renders, bundle.id)
+                if not await self._not_poison(bundle, died, summary):
                     continue
-                outcome = await self._merge_one(campaign, merger, bundle)
+                # A bundle being rendered when a worker died renders alone from then on: a
+                # crash then tells which bundle caused it, and no other bundle pays for it.
+                async with solo.alone() if died else solo.shared():
+                    await asyncio.to_thread(self.store.render_started, bundle.id)
+                    faults.point("render-begun", bundle.id)
+                    outcome = await self._merge_one(campaign, merger, bundle)
                 done += 1
                 shown = f"[{done}/{max(total, done)}]"
                 if isinstance(outcome, str):
@@ -247,15 +316,13 @@ class Worker:
 
         await asyncio.gather(*(lane() for _ in range(max(2, pool.size * 2))))
 
-    async def _not_poison(self, bundle: BundleRow, summary: RunSummary) -> bool:
-        """False, and the bundle dead-lettered, when its renders never finish."""
-        claims = await asyncio.to_thread(self.store.claim_count, bundle.id)
-        limit = self.settings.worker.max_claims
-        if claims <= limit:
+    async def _not_poison(self, bundle: BundleRow, died: int, summary: RunSummary) -> bool:
+        """False, and the bundle dead-lettered, when its renders kill their workers."""
+        if died < self.settings.worker.render_attempts:
             return True
         error = (
             f"bundle {bundle.id} for {bundle.case}/{bundle.slug}: its render was started"
-            f" {claims - 1} times and never finished (the worker stopped each time; out of"
+            f" {died} times and never finished (the worker stopped each time; out of"
             " memory?); set aside, the other bundles go on. `solidarity bundles retry` after"
             " the cause is fixed"
         )
@@ -305,6 +372,7 @@ class Worker:
         pdf = self.outbox.adopt(f"{base}.pdf", merged.path)
         data = {**merged.manifest, "pdf_sha256": pdf.sha256, "pages": merged.pages}
         manifest = self.outbox.write(f"{base}.manifest.json", manifest_bytes(data))
+        faults.point("render-published")
         self.store.mark_rendered(
             bundle.id,
             pdf=pdf,
@@ -377,16 +445,7 @@ class Worker:
 
         try:
             while True:
-                room = window - len(running)
-                claimed = []
-                if room > 0:
-                    claimed = await asyncio.to_thread(
-                        self.store.claim_deliveries,
-                        self.actor,
-                        (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED),
-                        limit=room,
-                        ttl=self.settings.worker.lease_seconds,
-                    )
+                claimed = await self._claim_ready(window - len(running))
                 running.update(asyncio.create_task(one(d)) for d in claimed)
                 if not running:
                     return
@@ -398,6 +457,20 @@ class Worker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    async def _claim_ready(self, room: int) -> list[DeliveryRow]:
+        if room <= 0:
+            return []
+        claimed = await asyncio.to_thread(
+            self.store.claim_deliveries,
+            self.actor,
+            (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED),
+            limit=room,
+            ttl=self.settings.worker.lease_seconds,
+        )
+        if claimed:
+            faults.point("delivery-claimed")
+        return claimed
 
     async def _paced(
         self,
@@ -512,6 +585,7 @@ class Worker:
         try:
             parcel = await asyncio.to_thread(self._parcel, campaign, delivery)
             receipt = await channel.send(parcel)
+            faults.point("delivery-sent", str(delivery.channel))
         except TransientError as exc:
             return await self._settle(delivery, DeliveryState.DEFERRED, str(exc), _parts(exc))
         except AmbiguousDeliveryError as exc:

@@ -62,6 +62,7 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from types import FrameType, TracebackType
 from typing import NamedTuple, ParamSpec, TypeVar, cast
 
+from delivery import faults
 from delivery.config import RenderSettings
 from delivery.errors import RenderError
 
@@ -235,6 +236,7 @@ async def _recv_frame(sock: socket.socket) -> bytearray:
 
 async def _exchange(sock: socket.socket, payload: bytes) -> bytearray:
     await _send_frame(sock, payload)
+    faults.point("render-started")  # crash tests: the parent dies while a process renders
     return await _recv_frame(sock)
 
 

@@ -338,10 +338,12 @@ def build_report(store: Store, scope: Scope, *, now: datetime | None = None) -> 
 
 
 def _cases(conn: Connection, scope: Scope) -> dict[str, str]:
-    query = select(cases.c.slug, cases.c.data).order_by(cases.c.slug)
+    query = select(cases.c.slug, cases.c.data)
     if scope.case is not None:
         query = query.where(cases.c.slug == scope.case)
-    found = {str(slug): str(data.get("name", slug)) for slug, data in conn.execute(query)}
+    # sorted here, by code point as SQLite does: a PostgreSQL collation may differ
+    rows = sorted(conn.execute(query).all(), key=lambda r: str(r[0]))
+    found = {str(slug): str(data.get("name", slug)) for slug, data in rows}
     if scope.case is not None and not found:
         raise NotFoundError(f"case {scope.case!r}: not in the loaded campaign")
     return found

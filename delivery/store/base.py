@@ -11,11 +11,12 @@ from typing import Any, Self
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from delivery import faults
 from delivery import ledger as chain
 from delivery.errors import NotFoundError
 from delivery.models import Campaign, Recipient
 from delivery.store import codec
-from delivery.store.engine import make_engine, migrate
+from delivery.store.engine import make_engine, migrate, take_turns
 from delivery.store.schema import cases, ledger, meta, recipients
 
 
@@ -36,6 +37,7 @@ class StoreBase:
         """This installation's secret for ids: made at random on first use, kept in the store."""
         if self._id_key is None:
             with self.transaction() as conn:
+                take_turns(conn, "id_key")  # processes opening a new database at once
                 found = conn.execute(select(meta.c.value).where(meta.c.key == "id_key")).scalar()
                 if found is None:
                     found = secrets.token_hex(32)
@@ -72,12 +74,16 @@ class StoreBase:
         """Seal `entries` after the last event, inside the caller's transaction."""
         if not entries:
             return []
+        # Writers take turns reading the last event and sealing after it: on PostgreSQL an
+        # advisory lock (pg_advisory_xact_lock), held until the transaction ends.
+        take_turns(conn, "ledger")
         last = conn.execute(
             select(ledger.c.seq, ledger.c.hash).order_by(ledger.c.seq.desc()).limit(1)
         ).first()
         last_seq, last_hash = (int(last[0]), str(last[1])) if last else (0, chain.GENESIS)
         events = chain.seal(entries, last_seq=last_seq, last_hash=last_hash, at=chain.utc_stamp())
         conn.execute(insert(ledger), [_event_row(e) for e in events])
+        faults.point("ledger-appended")  # crash tests: written, not yet committed
         return events
 
     def evidence_recorded(self, subject: str, path: str) -> bool:
@@ -222,7 +228,10 @@ class StoreBase:
                 raise NotFoundError(
                     "no campaign loaded yet: run `solidarity campaign load FILE.toml`"
                 )
-            case_rows = conn.execute(select(cases.c.data).order_by(cases.c.slug)).scalars().all()
+            # sorted here, by code point as SQLite does: a PostgreSQL collation may differ
+            case_rows = sorted(
+                conn.execute(select(cases.c.slug, cases.c.data)).all(), key=lambda r: str(r[0])
+            )
             rec_rows = (
                 conn.execute(select(recipients.c.data).order_by(recipients.c.id)).scalars().all()
             )
@@ -230,7 +239,9 @@ class StoreBase:
         for data in rec_rows:
             recipient = codec.recipient_from_json(data)
             by_case.setdefault(recipient.case, []).append(recipient)
-        built = tuple(codec.case_from_json(d, tuple(by_case.get(d["slug"], ()))) for d in case_rows)
+        built = tuple(
+            codec.case_from_json(d, tuple(by_case.get(d["slug"], ()))) for _, d in case_rows
+        )
         return Campaign(organisation=codec.organisation_from_json(org), cases=built)
 
     def recipient_ids(self) -> dict[tuple[str, str], int]:

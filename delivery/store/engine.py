@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import make_url
 
 from delivery.errors import ConfigurationError
@@ -60,8 +61,25 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        take_turns(conn, "migrate")  # processes started together on a new database
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, "head")  # a no-op if another one migrated it meanwhile
+
+
+def take_turns(conn: Connection, name: str) -> None:
+    """Wait for any other transaction holding the lock ``name``; hold it until this one ends.
+
+    On PostgreSQL a transaction-scoped advisory lock. SQLite needs none: every write
+    transaction there begins IMMEDIATE, so writers already take turns.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(advisory_key(name))))
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for a PostgreSQL advisory lock named ``name``."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"solidarity").digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _current_revision(engine: Engine) -> str | None:

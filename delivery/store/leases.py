@@ -46,11 +46,7 @@ def _free(table: Any, clock: ColumnElement[float]) -> ColumnElement[bool]:
 
 class LeaseStore(RetentionStore):
     def claim_bundles(self, owner: str, *, limit: int, ttl: float) -> list[BundleRow]:
-        """Up to ``limit`` planned bundles no live worker holds, now held by ``owner``.
-
-        Each claim counts: a bundle claimed again and again without ever being rendered
-        or failed is one whose render kills the worker (see :meth:`poisoned`).
-        """
+        """Up to ``limit`` planned bundles no live worker holds, now held by ``owner``."""
         with self.transaction() as conn:
             clock = db_clock(conn)
             wanted = (
@@ -66,11 +62,7 @@ class LeaseStore(RetentionStore):
                 for i in conn.execute(
                     sql_update(bundles)
                     .where(bundles.c.id.in_(wanted.scalar_subquery()), _free(bundles, clock))
-                    .values(
-                        lease_owner=owner,
-                        lease_expires=clock + ttl,
-                        claims=bundles.c.claims + 1,
-                    )
+                    .values(lease_owner=owner, lease_expires=clock + ttl)
                     .returning(bundles.c.id)
                 ).scalars()
             ]
@@ -81,10 +73,22 @@ class LeaseStore(RetentionStore):
             ).all()
         return [_bundle_row(r) for r in rows]
 
-    def claim_count(self, bundle_id: str) -> int:
+    def unfinished_renders(self, bundle_id: str) -> int:
+        """Renders of this bundle that started and never finished: their workers died."""
         with self.engine.connect() as conn:
-            found = conn.execute(select(bundles.c.claims).where(bundles.c.id == bundle_id)).scalar()
+            found = conn.execute(
+                select(bundles.c.unfinished_renders).where(bundles.c.id == bundle_id)
+            ).scalar()
         return int(found or 0)
+
+    def render_started(self, bundle_id: str) -> None:
+        """Count a render as begun; finishing (or failing) it sets the count back to 0."""
+        with self.transaction() as conn:
+            conn.execute(
+                sql_update(bundles)
+                .where(bundles.c.id == bundle_id)
+                .values(unfinished_renders=bundles.c.unfinished_renders + 1)
+            )
 
     def claim_deliveries(
         self, owner: str, states: Sequence[DeliveryState], *, limit: int, ttl: float

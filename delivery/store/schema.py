@@ -51,6 +51,23 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 UtcTime = UtcDateTime()
 
+
+class OutsideText(TypeDecorator[str]):
+    """Text others wrote (a server's reply, a provider's report), which may hold a NUL.
+
+    PostgreSQL refuses NUL in text, and the write would fail with the whole transaction:
+    there it is kept as U+FFFD instead. SQLite keeps the text as given.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None or dialect.name != "postgresql":
+            return value
+        return value.replace("\x00", "\ufffd")
+
+
 meta = Table(
     "meta",
     metadata,
@@ -158,7 +175,7 @@ bundles = Table(
     Column("manifest_path", Text, nullable=False, default=""),
     Column("manifest_sha256", String(64), nullable=False, default=""),
     Column("template_version", String(64), nullable=False, default=""),
-    Column("error", Text, nullable=False, default=""),
+    Column("error", OutsideText, nullable=False, default=""),
     Column("created_at", UtcTime, nullable=False),
     Column("rendered_at", UtcTime),
     Column("erased_at", UtcTime),  # when retention erased the rendered files
@@ -166,7 +183,8 @@ bundles = Table(
     # clock, so a worker whose own clock is wrong can neither keep nor steal a claim.
     Column("lease_owner", String(200), nullable=False, default=""),
     Column("lease_expires", Float, nullable=False, default=0.0),
-    Column("claims", Integer, nullable=False, default=0),  # renders started: a poison guard
+    # renders started and never finished (a poison guard): reset when one finishes or fails
+    Column("unfinished_renders", Integer, nullable=False, default=0),
     Index("ix_bundles_recipient_period", "recipient_id", "period"),
     Index("ix_bundles_state", "state"),
 )
@@ -182,8 +200,8 @@ deliveries = Table(
     Column("proof", Integer, nullable=False, default=0),
     Column("attempts", Integer, nullable=False, default=0),
     Column("message_id_header", Text, nullable=False, default=""),
-    Column("provider_ref", Text, nullable=False, default=""),
-    Column("last_error", Text, nullable=False, default=""),
+    Column("provider_ref", OutsideText, nullable=False, default=""),
+    Column("last_error", OutsideText, nullable=False, default=""),
     # what a person (or the fallback policy) decided about a delivery that did not arrive
     Column("resolution", Text, nullable=False, default=""),
     Column("lease_owner", String(200), nullable=False, default=""),
@@ -205,7 +223,7 @@ delivery_parts = Table(
     Column("ref", String(200), nullable=False),  # Message-ID, fax id, envelope id
     Column("state", String(16), nullable=False),
     Column("proof", Integer, nullable=False, default=0),
-    Column("detail", Text, nullable=False, default=""),
+    Column("detail", OutsideText, nullable=False, default=""),
     Column("updated_at", UtcTime, nullable=False),
     Index("ix_delivery_parts_ref", "ref"),
 )
@@ -217,7 +235,7 @@ ledger = Table(
     Column("at", String(40), nullable=False),
     Column("actor", String(200), nullable=False),
     Column("kind", String(64), nullable=False),
-    Column("subject", String(100), nullable=False),
+    Column("subject", String(200), nullable=False),  # "recipient:<case>/<slug>" is up to 138
     Column("payload", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False, unique=True),

@@ -246,6 +246,7 @@ class WorkStore(MessageStore):
                 .values(
                     lease_owner="",
                     lease_expires=0.0,
+                    unfinished_renders=0,
                     state="rendered",
                     pages=pages,
                     country_count=countries,
@@ -276,7 +277,13 @@ class WorkStore(MessageStore):
             done = conn.execute(
                 update(bundles)
                 .where(bundles.c.id == bundle_id, bundles.c.state == "planned")
-                .values(state="failed", error=error, lease_owner="", lease_expires=0.0)
+                .values(
+                    state="failed",
+                    error=error,
+                    lease_owner="",
+                    lease_expires=0.0,
+                    unfinished_renders=0,
+                )
             )
             if not done.rowcount:
                 return False
@@ -294,7 +301,9 @@ class WorkStore(MessageStore):
                     f"bundle {bundle_id}: only a failed bundle can be retried; it is {state}"
                 )
             conn.execute(
-                update(bundles).where(bundles.c.id == bundle_id).values(state="planned", error="")
+                update(bundles)
+                .where(bundles.c.id == bundle_id)
+                .values(state="planned", error="", unfinished_renders=0)
             )
             entry = chain.Entry(kind="bundle.retried", subject=f"bundle:{bundle_id}", actor=actor)
             self.append(conn, [entry])

@@ -84,9 +84,10 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
+def world(tmp_path: Path, database_url: str) -> World:
     settings = Settings(
         outbox=str(tmp_path / "outbox"),
+        database_url=database_url,
         fax={
             "gateway": "phaxio",
             "phaxio": {

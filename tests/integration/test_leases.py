@@ -24,8 +24,10 @@ READY = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED)
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(outbox=str(tmp_path / "outbox"), render={"processes": 1})
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        outbox=str(tmp_path / "outbox"), render={"processes": 1}, database_url=database_url
+    )
 
 
 @pytest.fixture
@@ -141,10 +143,16 @@ def test_a_bundle_whose_render_never_finishes_is_set_aside(
         assert [b.id for b in store.claim_bundles(f"dead-{attempt}", limit=1, ttl=0.01)] == [
             poison.id
         ]
+        store.render_started(poison.id)
         time.sleep(0.05)
+    assert store.unfinished_renders(poison.id) == 3
     summary = asyncio.run(worker.run_once())
     failed = store.bundles_in("failed")
     assert [b.id for b in failed] == [poison.id]
     assert "started 3 times and never finished" in failed[0].error
     assert summary.bundles_rendered == len(planned) - 1  # the others keep flowing
     assert store.live_leases() == {}
+    store.retry_bundle(poison.id, actor="caseworker")  # after the cause was fixed
+    assert store.unfinished_renders(poison.id) == 0
+    asyncio.run(worker.run_once())
+    assert store.bundles_in("failed") == []

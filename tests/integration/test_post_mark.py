@@ -155,8 +155,10 @@ def _spool(store: Store, outbox: LocalOutbox, parcels: list[Parcel]) -> None:
 
 
 @pytest.fixture
-def room(tmp_path: Path) -> Mailroom:
-    config = Settings(outbox=str(tmp_path / "outbox"), render={"processes": 1})
+def room(tmp_path: Path, database_url: str) -> Mailroom:
+    config = Settings(
+        outbox=str(tmp_path / "outbox"), render={"processes": 1}, database_url=database_url
+    )
     store = Store.connect(config.database_url)
     campaign = load_campaign(FIXTURES / "campaign_reference.toml")
     store.save_campaign(campaign, actor="test", source="campaign.toml", sha256="-")

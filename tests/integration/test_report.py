@@ -61,9 +61,11 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+def built(tmp_path_factory: pytest.TempPathFactory, module_database_url: str) -> Built:
     folder = tmp_path_factory.mktemp("report")
-    settings = Settings(outbox=str(folder / "outbox"), render={"processes": 1})
+    settings = Settings(
+        outbox=str(folder / "outbox"), render={"processes": 1}, database_url=module_database_url
+    )
     store = Store.connect(settings.database_url)
     toml = (FIXTURES / "campaign_reference.toml").read_text(encoding="utf-8")
     toml = toml.replace('"Minister of Security"', json.dumps(HOSTILE_NAME))

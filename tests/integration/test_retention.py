@@ -1,13 +1,13 @@
-"""What retention may erase, decided on a real SQLite file, and the worker's daily run."""
+"""What retention may erase, decided on a real database of each engine; the worker's daily run."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
 from delivery.campaign import load_campaign
 from delivery.config import Settings
@@ -15,14 +15,18 @@ from delivery.importer import import_messages
 from delivery.models import ReviewState
 from delivery.store import Store
 from delivery.store.retention import id_ranges
+from delivery.store.schema import deliveries
 from delivery.worker import Worker
+from tests.postgres import sql
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(outbox=str(tmp_path / "outbox"), render={"processes": 1})
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        outbox=str(tmp_path / "outbox"), render={"processes": 1}, database_url=database_url
+    )
 
 
 @pytest.fixture
@@ -38,49 +42,55 @@ def delivered(settings: Settings) -> tuple[Store, Worker]:
     return store, worker
 
 
-def sql(settings: Settings, query: str, *args: object) -> list[tuple[object, ...]]:
-    with sqlite3.connect(Path(settings.outbox) / "solidarity.db") as db:
-        return db.execute(query, args).fetchall()
+def age_deliveries(store: Store, days: int) -> None:
+    """Every delivery last changed ``days`` earlier than it was."""
+    with store.engine.begin() as conn:
+        for delivery_id, updated_at in conn.execute(
+            select(deliveries.c.id, deliveries.c.updated_at)
+        ).all():
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(updated_at=updated_at - timedelta(days=days))
+            )
 
 
 def test_a_bundle_waits_while_any_delivery_of_it_needs_a_decision(
-    delivered: tuple[Store, Worker], settings: Settings
+    delivered: tuple[Store, Worker],
 ) -> None:
     store, _ = delivered
     later = datetime.now(UTC) + timedelta(days=1)
     assert len(store.plan_erasure(later).bundles) == 4
 
-    (delivery_id,) = sql(settings, "SELECT id FROM deliveries WHERE channel = 'fax'")[0]
-    sql(settings, "UPDATE deliveries SET state = 'bounced' WHERE id = ?", delivery_id)
+    (delivery_id,) = sql(store, "SELECT id FROM deliveries WHERE channel = 'fax'")[0]
+    sql(store, "UPDATE deliveries SET state = 'bounced' WHERE id = :id", id=delivery_id)
     plan = store.plan_erasure(later)
     assert len(plan.bundles) == 3
     assert "honduras-defenders" not in {b.case for b in plan.bundles}
-    honduras = sql(settings, "SELECT id FROM messages WHERE case_slug = 'honduras-defenders'")
+    honduras = sql(store, "SELECT id FROM messages WHERE case_slug = 'honduras-defenders'")
     assert honduras[0][0] not in plan.message_ids  # its only bundle is not over
 
-    sql(settings, "UPDATE deliveries SET resolution = 'closed' WHERE id = ?", delivery_id)
+    sql(store, "UPDATE deliveries SET resolution = 'closed' WHERE id = :id", id=delivery_id)
     assert len(store.plan_erasure(later).bundles) == 4
 
-    sql(settings, "UPDATE deliveries SET state = 'unknown' WHERE id = ?", delivery_id)
+    sql(store, "UPDATE deliveries SET state = 'unknown' WHERE id = :id", id=delivery_id)
     assert len(store.plan_erasure(later).bundles) == 3  # unknown is never over by itself
 
     earlier = datetime.now(UTC) - timedelta(hours=1)
     assert store.plan_erasure(earlier).bundles == ()  # nothing ended before the cut-off
 
 
-def test_the_worker_erases_at_most_once_a_day(
-    delivered: tuple[Store, Worker], settings: Settings
-) -> None:
+def test_the_worker_erases_at_most_once_a_day(delivered: tuple[Store, Worker]) -> None:
     store, worker = delivered
-    sql(settings, "UPDATE deliveries SET updated_at = datetime(updated_at, '-91 days')")
+    age_deliveries(store, 91)
     now = datetime.now(UTC)
     assert worker.retention_if_due(now) is True
-    assert sql(settings, "SELECT count(*) FROM messages WHERE erased_at IS NULL") == [(0,)]
+    assert sql(store, "SELECT count(*) FROM messages WHERE erased_at IS NULL") == [(0,)]
     assert store.erased_counts() == {"messages": 5, "bundles": 4}
     assert worker.retention_if_due(now + timedelta(hours=23)) is False
     assert worker.retention_if_due(now + timedelta(hours=25)) is True
     assert store.meta_value("retention_last_run") == (now + timedelta(hours=25)).isoformat()
-    runs = sql(settings, "SELECT count(*) FROM ledger WHERE kind = 'retention.run'")
+    runs = sql(store, "SELECT count(*) FROM ledger WHERE kind = 'retention.run'")
     assert runs == [(1,)]  # the second run found nothing left to erase, and recorded nothing
 
 

@@ -591,9 +591,15 @@ def _waiting(sqs: Any, queue_url: str) -> int:
 
 
 def test_ses_records_on_the_queue_move_deliveries_and_keep_scrubbed_evidence(
-    tmp_path: Path, moto_url: str, campaign: Campaign, ses_settings: SesSettings
+    tmp_path: Path,
+    moto_url: str,
+    campaign: Campaign,
+    ses_settings: SesSettings,
+    database_url: str,
 ) -> None:
-    settings = Settings(outbox=str(tmp_path / "outbox"), render={"processes": 1})
+    settings = Settings(
+        outbox=str(tmp_path / "outbox"), render={"processes": 1}, database_url=database_url
+    )
     store = Store.connect(settings.database_url)
     store.save_campaign(campaign, actor="test", source="campaign.toml", sha256="-")
     import_messages(store, FIXTURES / "messages_sample.csv", source="web", settings=settings)

@@ -142,7 +142,7 @@ class Desk:
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
+def desk(tmp_path: Path, database_url: str) -> Iterator[Desk]:
     outbox = tmp_path / "outbox"
     campaign = tmp_path / "campaign.toml"
     campaign.write_text(CAMPAIGN, encoding="utf-8")
@@ -151,7 +151,7 @@ def desk(tmp_path: Path) -> Iterator[Desk]:
         writer = csv.DictWriter(out, fieldnames=list(MESSAGE))
         writer.writeheader()
         writer.writerow(MESSAGE)
-    settings = Settings(outbox=str(outbox))
+    settings = Settings(outbox=str(outbox), database_url=database_url)
     store = Store.connect(settings.database_url)
     store.save_campaign(load_campaign(campaign), actor="test", source="campaign.toml", sha256="-")
     import_messages(store, messages, source="web", settings=settings)

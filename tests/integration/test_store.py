@@ -1,10 +1,9 @@
-"""The store on a real SQLite file: migrations, claims, holds and the ledger beside the tables."""
+"""The store on a real database, SQLite and PostgreSQL: migrations, claims, holds and the ledger."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,22 @@ from delivery.campaign import load_campaign
 from delivery.config import Settings
 from delivery.errors import InputError, InvalidTransitionError
 from delivery.importer import import_messages
-from delivery.ledger import verify
-from delivery.models import ChannelName, DeliveryState, ReviewState
+from delivery.ledger import Entry, verify, verify_chain
+from delivery.models import ChannelName, DeliveryState, Part, ReviewState
 from delivery.outbox import LocalOutbox
 from delivery.store import Store
 from delivery.store.engine import HEAD
 from delivery.worker import Worker
+from tests.postgres import Databases, PostgresServer, sql
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(outbox=str(tmp_path / "outbox"), render={"processes": 1})
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        outbox=str(tmp_path / "outbox"), render={"processes": 1}, database_url=database_url
+    )
 
 
 @pytest.fixture
@@ -44,11 +46,10 @@ def _recipient_id(store: Store, case: str, slug: str) -> int:
     return store.recipient_ids()[(case, slug)]
 
 
-def test_first_use_migrates_a_wal_database(settings: Settings, store: Store) -> None:
-    path = Path(settings.outbox) / "solidarity.db"
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+def test_first_use_migrates_the_database(settings: Settings, store: Store) -> None:
+    assert sql(store, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    if store.engine.dialect.name == "sqlite":
+        assert sql(store, "PRAGMA journal_mode") == [("wal",)]
     again = Store.connect(settings.database_url)  # a second open finds the schema in place
     assert len(again.campaign().cases) == 2
 
@@ -78,6 +79,18 @@ def test_importing_twice_counts_duplicates(store: Store, settings: Settings) -> 
     assert store.count_messages() == 10
 
 
+def test_each_intake_event_names_its_own_message(store: Store, settings: Settings) -> None:
+    """A chunk's ids come back in the order its rows went in (INSERT … RETURNING)."""
+    _import(store, settings)
+    rows = sql(store, "SELECT id, ref, line FROM messages ORDER BY id")
+    firsts = {e.subject: e.data() for e in reversed(list(store.events()))}
+    assert [(f"message:{mid}", ref, line) for mid, ref, line in rows] == [
+        (f"message:{mid}", firsts[f"message:{mid}"]["ref"], firsts[f"message:{mid}"]["line"])
+        for mid, _, _ in rows
+    ]
+    assert [line for _, _, line in rows] == sorted(line for _, _, line in rows)
+
+
 def test_each_approved_message_goes_into_exactly_one_bundle(
     store: Store, settings: Settings
 ) -> None:
@@ -102,10 +115,13 @@ def test_a_bundled_message_can_no_longer_be_rejected(store: Store, settings: Set
 
 
 def test_same_bundle_id_for_same_messages_and_period_in_one_installation(
-    tmp_path: Path,
+    tmp_path: Path, databases: Databases
 ) -> None:
+    urls = {}
+
     def prepared(name: str) -> tuple[Store, int]:
-        settings = Settings(outbox=str(tmp_path / name))
+        urls[name] = databases.new(name)
+        settings = Settings(outbox=str(tmp_path / name), database_url=urls[name])
         store = Store.connect(settings.database_url)
         store.save_campaign(
             load_campaign(FIXTURES / "campaign_reference.toml"), actor="t", source="c", sha256="-"
@@ -116,10 +132,10 @@ def test_same_bundle_id_for_same_messages_and_period_in_one_installation(
 
     first, rid = prepared("a")
     first.close()
-    shutil.copytree(tmp_path / "a", tmp_path / "a-copy")  # the same installation, twice
+    urls["a-copy"] = databases.copy(urls["a"], "a-copy")  # the same installation, twice
     ids = []
     for name in ("a", "a-copy"):
-        store = Store.connect(f"sqlite:///{tmp_path / name / 'solidarity.db'}")
+        store = Store.connect(urls[name])
         ids.append(store.create_bundle(rid, "2026-W50", actor="test"))
         store.close()
     other, other_rid = prepared("b")  # another installation, with its own secret
@@ -175,8 +191,7 @@ def test_a_run_that_stopped_mid_send_is_finished_by_the_next(
         d for d in store.deliveries_in([DeliveryState.SPOOLED]) if d.channel == ChannelName.FAX
     ]
     # Simulate a crash after the intent was committed but before the outcome was.
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE deliveries SET state = 'sending' WHERE id = ?", (fax.id,))
+    sql(store, "UPDATE deliveries SET state = 'sending' WHERE id = :id", id=fax.id)
     summary = asyncio.run(worker.run_once(on_demand=True))
     assert summary.deliveries == {"fax:spooled": 1}
     assert store.delivery(fax.id).state == DeliveryState.SPOOLED
@@ -222,3 +237,92 @@ def test_the_migrations_build_exactly_the_tables_the_code_declares(store: Store)
     with store.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     assert differences == []
+
+
+def test_writers_appending_at_once_leave_one_chain_without_gaps(store: Store) -> None:
+    """Each writer reads the last event and seals after it: they must take turns.
+
+    SQLite serialises writers with BEGIN IMMEDIATE; PostgreSQL with an advisory lock that
+    the append takes before it reads the last event.
+    """
+    writers, rounds = 4, 10
+    start = threading.Barrier(writers)
+    failures: list[BaseException] = []
+    before = store.ledger_size()
+
+    def write(n: int) -> None:
+        try:
+            start.wait()
+            for r in range(rounds):
+                entries = [Entry(kind="test.append", subject=f"writer:{n}", actor=f"w{n}")] * 2
+                with store.transaction() as conn:
+                    store.append(conn, entries)
+                    store.record(conn, "test.append", f"writer:{n}", {"round": r}, f"w{n}")
+        except BaseException as exc:  # reported below, on the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    events = list(store.events())
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len(events) == before + writers * rounds * 3
+    assert verify_chain(events) is None
+
+
+def test_processes_opening_a_new_postgresql_database_at_once_migrate_it_once(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Workers started together on an empty database: one migrates, one makes the id key."""
+    databases = Databases(engine="postgresql", folder=tmp_path, server=postgres)
+    url = databases.new(unmigrated=True)
+    openers = 4
+    start = threading.Barrier(openers)
+    opened: list[Store] = []
+    failures: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            start.wait()
+            opened.append(Store.connect(url))
+        except BaseException as exc:  # reported below, on the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(openers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert failures == []
+        assert len({store.id_key for store in opened}) == 1
+        assert sql(opened[0], "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    finally:
+        for store in opened:
+            store.close()
+        databases.close()
+
+
+def test_a_nul_in_a_servers_reply_is_kept_not_fatal(store: Store, settings: Settings) -> None:
+    """PostgreSQL refuses NUL in text: there it is kept as U+FFFD, and the move still happens."""
+    _import(store, settings)
+    store.decide(store.clean_pending(case=None), ReviewState.APPROVED, actor="test")
+    rid = _recipient_id(store, "viktor-arkhipov", "arkhipov-family")
+    bundle = store.bundle(store.create_bundle(rid, "once", actor="test") or "")
+    delivery = store.ensure_delivery(
+        bundle, ChannelName.EMAIL, bounce_domain="b.example.org", actor="t"
+    )
+    reply = "421 4.3.2 busy\x00try later"
+    part = Part(number=1, count=1, ref="<p1@b>", state=DeliveryState.DEFERRED, detail=reply)
+    assert store.transition(delivery, DeliveryState.SENDING, actor="t")
+    assert store.transition(
+        delivery, DeliveryState.DEFERRED, actor="t", detail=reply, provider_ref=reply, parts=[part]
+    )
+    kept = reply if store.engine.dialect.name == "sqlite" else reply.replace("\x00", "\ufffd")
+    row = store.delivery(delivery)
+    assert (row.state, row.last_error, row.provider_ref) == (DeliveryState.DEFERRED, kept, kept)
+    assert [p.detail for p in store.parts(delivery)] == [kept]
+    assert verify_chain(store.events()) is None  # the ledger's JSON keeps the reply as given

@@ -26,6 +26,7 @@ from delivery.tracking.bounces import BounceTracker
 from delivery.tracking.dsn import scrub
 from delivery.tracking.mailboxes import read_mbox
 from delivery.worker import Worker
+from tests.postgres import sql
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -58,10 +59,13 @@ def smtp_server() -> Iterator[tuple[Recorder, int]]:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, smtp_server: tuple[Recorder, int]) -> tuple[Settings, Store, Recorder]:
+def setup(
+    tmp_path: Path, smtp_server: tuple[Recorder, int], database_url: str
+) -> tuple[Settings, Store, Recorder]:
     recorder, port = smtp_server
     settings = Settings(
         outbox=str(tmp_path / "outbox"),
+        database_url=database_url,
         render={"processes": 1},
         smtp={"host": "127.0.0.1", "port": port, "security": "none", "timeout": 10},
     )
@@ -108,8 +112,8 @@ def test_a_run_stopped_mid_send_leaves_the_delivery_unknown_not_resent(
     (family,) = [
         d for d in store.deliveries_in([DeliveryState.ACCEPTED]) if d.slug == "arkhipov-family"
     ]
-    with store.engine.begin() as conn:  # as if the process died after committing the intent
-        conn.exec_driver_sql("UPDATE deliveries SET state = 'sending' WHERE id = ?", (family.id,))
+    # as if the process died after committing the intent
+    sql(store, "UPDATE deliveries SET state = 'sending' WHERE id = :id", id=family.id)
 
     summary = asyncio.run(worker.run_once(on_demand=True))
 

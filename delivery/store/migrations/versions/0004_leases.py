@@ -1,4 +1,4 @@
-"""leases: workers' claims on bundles and deliveries, renewed by heartbeats
+"""leases: workers' claims on bundles and deliveries, renewed by heartbeats; longer subjects
 
 Revision ID: 0004
 Revises: 0003
@@ -25,13 +25,29 @@ def upgrade() -> None:
             batch_op.add_column(
                 sa.Column("lease_expires", sa.Float(), nullable=False, server_default="0")
             )
+    with op.batch_alter_table("ledger", schema=None) as batch_op:
+        batch_op.alter_column(
+            "subject",
+            existing_type=sa.String(length=100),
+            type_=sa.String(length=200),
+            existing_nullable=False,
+        )
     with op.batch_alter_table("bundles", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("claims", sa.Integer(), nullable=False, server_default="0"))
+        batch_op.add_column(
+            sa.Column("unfinished_renders", sa.Integer(), nullable=False, server_default="0")
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("ledger", schema=None) as batch_op:
+        batch_op.alter_column(
+            "subject",
+            existing_type=sa.String(length=200),
+            type_=sa.String(length=100),
+            existing_nullable=False,
+        )
     with op.batch_alter_table("bundles", schema=None) as batch_op:
-        batch_op.drop_column("claims")
+        batch_op.drop_column("unfinished_renders")
     for table in ("deliveries", "bundles"):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_column("lease_expires")
