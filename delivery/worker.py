@@ -13,7 +13,7 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -83,6 +83,18 @@ class RunSummary:
 
 
 RETENTION_LAST_RUN = "retention_last_run"
+
+
+async def _together(work: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run ``work`` side by side; when one fails, stop the others before raising its error."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class _Solo:
@@ -314,7 +326,7 @@ class Worker:
                     f" {outcome.pages} pages" + (f", in {volumes} envelopes" if volumes > 1 else "")
                 )
 
-        await asyncio.gather(*(lane() for _ in range(max(2, pool.size * 2))))
+        await _together([lane() for _ in range(max(2, pool.size * 2))])
 
     async def _not_poison(self, bundle: BundleRow, died: int, summary: RunSummary) -> bool:
         """False, and the bundle dead-lettered, when its renders kill their workers."""

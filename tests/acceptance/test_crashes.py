@@ -20,10 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from delivery.demo import DEMO_CAMPAIGN_TOML, write_messages_csv
 from delivery.store import Store
 from tests.acceptance.conftest import Operator
+from tests.postgres import Databases, PostgresServer, sql
 
 SINK = Path(__file__).resolve().parent.parent / "crash_sink.py"
 LEASE = 1.0
@@ -51,8 +53,16 @@ def sink(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 @pytest.fixture
-def crew(tmp_path: Path, sink: tuple[int, Path]) -> Operator:
-    """An operator whose workers send e-mail to the witness server, with short leases."""
+def crew(
+    request: pytest.FixtureRequest, tmp_path: Path, sink: tuple[int, Path]
+) -> Iterator[Operator]:
+    """An operator whose workers send e-mail to the witness server, with short leases.
+
+    On SQLite by default; ``indirect`` parametrization with "postgresql" puts the state in
+    a fresh PostgreSQL database instead.
+    """
+    engine = getattr(request, "param", "sqlite")
+    databases: Databases | None = None
     folder = tmp_path / "desk"
     folder.mkdir()
     (folder / "campaign.toml").write_text(DEMO_CAMPAIGN_TOML, encoding="utf-8")
@@ -67,14 +77,25 @@ def crew(tmp_path: Path, sink: tuple[int, Path]) -> Operator:
             "SOLIDARITY_RENDER__PROCESSES": "1",
         }
     )
+    if engine == "postgresql":
+        databases = Databases(
+            engine=engine, folder=tmp_path, server=request.getfixturevalue("postgres")
+        )
+        operator.env["SOLIDARITY_DATABASE_URL"] = databases.new(unmigrated=True)
     operator("campaign", "load", "campaign.toml")
     operator("messages", "import", "messages.csv", "--source", "web")
     operator("review", "approve", "--all-clean")
-    return operator
+    try:
+        yield operator
+    finally:
+        if databases is not None:
+            databases.close()
 
 
 def database(operator: Operator) -> str:
-    return f"sqlite:///{operator.outbox / 'solidarity.db'}"
+    return operator.env.get(
+        "SOLIDARITY_DATABASE_URL", f"sqlite:///{operator.outbox / 'solidarity.db'}"
+    )
 
 
 def finish(operator: Operator) -> None:
@@ -149,7 +170,15 @@ POINTS = [
 ]
 
 
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize(
+    ("crew", "point"),
+    [("sqlite", point) for point in POINTS]
+    + [
+        ("postgresql", point)
+        for point in ("render-started", "delivery-sent:email", "ledger-appended@40")
+    ],
+    indirect=["crew"],
+)
 def test_a_worker_killed_anywhere_loses_nothing_and_sends_nothing_twice(
     crew: Operator, sink: tuple[int, Path], point: str
 ) -> None:
@@ -217,6 +246,7 @@ def test_sigterm_gives_unfinished_work_back_and_exits_0(
     check_promises(crew, sink[1])
 
 
+@pytest.mark.parametrize("crew", ["sqlite", "postgresql"], indirect=True)
 def test_several_workers_share_the_work_with_no_double_claims(
     crew: Operator, sink: tuple[int, Path]
 ) -> None:
@@ -225,18 +255,59 @@ def test_several_workers_share_the_work_with_no_double_claims(
     assert run["bundles_failed"] == 0
     rendered = crew("bundles", "list", "--json").json()
     assert run["bundles_rendered"] == len(rendered)
-    database_file = crew.outbox / "solidarity.db"
-    import sqlite3
-
-    with sqlite3.connect(database_file) as db:
-        per_bundle = db.execute(
-            "SELECT subject, count(*) FROM ledger WHERE kind = 'bundle.rendered' GROUP BY subject"
-        ).fetchall()
-        sending = db.execute(
-            "SELECT subject, count(*) FROM ledger WHERE kind = 'delivery.sending' GROUP BY subject"
-        ).fetchall()
-        actors = {a for (a,) in db.execute("SELECT DISTINCT actor FROM ledger")}
+    store = Store.connect(database(crew))
+    per_bundle = sql(
+        store,
+        "SELECT subject, count(*) FROM ledger WHERE kind = 'bundle.rendered' GROUP BY subject",
+    )
+    sending = sql(
+        store,
+        "SELECT subject, count(*) FROM ledger WHERE kind = 'delivery.sending' GROUP BY subject",
+    )
+    actors = {a for (a,) in sql(store, "SELECT DISTINCT actor FROM ledger")}
+    store.close()
     assert all(n == 1 for _, n in per_bundle)
     assert all(n == 1 for _, n in sending)
     assert len([a for a in actors if a.startswith("worker@")]) >= 2  # the work was shared
+    check_promises(crew, sink[1])
+
+
+@pytest.mark.parametrize("crew", ["postgresql"], indirect=True)
+def test_workers_wait_out_a_database_that_went_away_and_resume(
+    crew: Operator, sink: tuple[int, Path], postgres: PostgresServer
+) -> None:
+    name = make_url(database(crew)).database
+    assert name
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).parent / "solidarity"), "worker", "--poll", "2"],
+        cwd=crew.folder,
+        env=crew.env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stderr is not None
+    said: list[str] = []
+    for line in worker.stderr:  # working: now take the database away
+        said.append(line)
+        if "rendered" in line:
+            break
+    postgres.admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    postgres.admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+    )
+    for line in worker.stderr:
+        said.append(line)
+        if "database unavailable" in line:
+            break
+    time.sleep(3)  # the worker keeps trying, and keeps waiting
+    postgres.admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    for line in worker.stderr:
+        said.append(line)
+        if line.startswith("run done") and '"errors": []' in line:
+            break
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=60)
+    assert worker.returncode == 0, "".join(said[-20:])
+    assert any("trying again in" in line for line in said)
+    finish(crew)
     check_promises(crew, sink[1])
