@@ -44,6 +44,12 @@ class Event:
         loaded: dict[str, Any] = json.loads(self.payload)
         return loaded
 
+    def sealed_hash(self) -> str:
+        """The hash this event's fields and ``prev_hash`` give: ``hash`` unless it was altered."""
+        return chain_hash(
+            self.prev_hash, self.seq, self.at, self.actor, self.kind, self.subject, self.payload
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Problem:
@@ -105,16 +111,7 @@ def verify_chain(events: Iterable[Event]) -> Problem | None:
             )
         if event.prev_hash != prev:
             return Problem(seq=event.seq, what="does not follow the event before it")
-        digest = chain_hash(
-            event.prev_hash,
-            event.seq,
-            event.at,
-            event.actor,
-            event.kind,
-            event.subject,
-            event.payload,
-        )
-        if digest != event.hash:
+        if event.sealed_hash() != event.hash:
             return Problem(seq=event.seq, what=f"content altered ({event.kind} {event.subject})")
         prev, expected_seq = event.hash, expected_seq + 1
     return None

@@ -22,7 +22,7 @@ from delivery import merkle
 from delivery.audit import write_checkpoint
 from delivery.checkpoint import Checkpoint, CheckpointError
 from delivery.errors import InputError, LedgerError, NotFoundError
-from delivery.ledger import GENESIS, Event, chain_hash, utc_stamp
+from delivery.ledger import GENESIS, Event, utc_stamp
 from delivery.outbox import LocalOutbox
 from delivery.package import layout
 from delivery.package.layout import b64
@@ -124,16 +124,13 @@ class _Members:
         return any(str(item.get("path", "")).startswith(folder) for item in _artefacts(data))
 
     def belongs(self, subject: str) -> bool:
-        prefix, _, ident = subject.partition(":")
-        if prefix == "message":
-            return ident.isdigit() and int(ident) in self.messages
-        if prefix == "bundle":
-            return ident in self.bundles
-        if prefix == "delivery":
-            return ident in self.deliveries
-        if prefix == "case":
-            return ident == self.case
-        return prefix == "recipient" and ident.startswith(f"{self.case}/")
+        return layout.belongs_to_case(
+            subject,
+            case=self.case,
+            messages=self.messages,
+            bundles=self.bundles,
+            deliveries=self.deliveries,
+        )
 
 
 class _Scan:
@@ -466,15 +463,7 @@ class _Writer:
         for event in self.store.events():
             if event.seq > self.size:
                 return
-            digest = chain_hash(
-                event.prev_hash,
-                event.seq,
-                event.at,
-                event.actor,
-                event.kind,
-                event.subject,
-                event.payload,
-            )
+            digest = event.sealed_hash()
             if event.seq != expected or event.prev_hash != prev or digest != event.hash:
                 raise LedgerError(
                     f"the ledger does not verify at event {expected}: run"

@@ -154,6 +154,22 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def belongs_to_case(
+    subject: str, *, case: str, messages: set[int], bundles: set[str], deliveries: set[str]
+) -> bool:
+    """Whether an event's subject is one of the case's messages, bundles, deliveries or itself."""
+    prefix, _, ident = subject.partition(":")
+    if prefix == "message":
+        return ident.isdigit() and int(ident) in messages
+    if prefix == "bundle":
+        return ident in bundles
+    if prefix == "delivery":
+        return ident in deliveries
+    if prefix == "case":
+        return ident == case
+    return prefix == "recipient" and ident.startswith(f"{case}/")
+
+
 def label(event: Event) -> str:
     """How a problem names an event: its kind and subject."""
     return f"{event.kind} {event.subject}"

@@ -17,7 +17,7 @@ from typing import Any
 
 from delivery import merkle
 from delivery.checkpoint import Checkpoint, CheckpointError, open_note
-from delivery.ledger import GENESIS, Event, chain_hash
+from delivery.ledger import GENESIS, Event
 from delivery.merkle import CompactRange, ProofError
 from delivery.package import layout
 from delivery.package.layout import PackageError, b64, label, plural
@@ -279,16 +279,13 @@ class _Facts:
         return belongs
 
     def belongs(self, subject: str) -> bool:
-        prefix, _, ident = subject.partition(":")
-        if prefix == "message":
-            return ident.isdigit() and int(ident) in self.messages
-        if prefix == "bundle":
-            return ident in self.bundles
-        if prefix == "delivery":
-            return ident in self.deliveries
-        if prefix == "case":
-            return ident == self.case
-        return prefix == "recipient" and ident.startswith(f"{self.case}/")
+        return layout.belongs_to_case(
+            subject,
+            case=self.case,
+            messages=self.messages,
+            bundles=self.bundles,
+            deliveries=self.deliveries,
+        )
 
     def _watched(self, path: str) -> bool:
         return path.startswith((f"bundles/{self.case}/", "checkpoints/")) or path in self.present
@@ -396,15 +393,7 @@ class _Chain:
                 f"event {event.seq} ({label(event)}): its prev_hash is not the hash of {before}"
                 f" (event {event.seq - 1} or the link was changed)"
             )
-        digest = chain_hash(
-            event.prev_hash,
-            event.seq,
-            event.at,
-            event.actor,
-            event.kind,
-            event.subject,
-            event.payload,
-        )
+        digest = event.sealed_hash()
         if digest != event.hash:
             return f"event {event.seq} ({label(event)}): content altered"
         return None
@@ -523,15 +512,7 @@ class _Run:
                 )
                 continue
             last = event.seq
-            digest = chain_hash(
-                event.prev_hash,
-                event.seq,
-                event.at,
-                event.actor,
-                event.kind,
-                event.subject,
-                event.payload,
-            )
+            digest = event.sealed_hash()
             if digest != event.hash:
                 self.problems.append(f"event {event.seq} ({label(event)}): content altered")
             self._take(event, needs_proof=True)

@@ -44,28 +44,43 @@ def _free(table: Any, clock: ColumnElement[float]) -> ColumnElement[bool]:
     return or_(table.c.lease_owner == "", table.c.lease_expires < clock)
 
 
+def _claim(
+    conn: Connection,
+    table: Any,
+    wanted: ColumnElement[bool],
+    owner: str,
+    limit: int,
+    ttl: float,
+) -> list[str]:
+    """Lease up to ``limit`` free rows of ``table`` matching ``wanted``, oldest first; their ids.
+
+    The rows are picked and leased in one statement; on PostgreSQL the pick locks them and
+    skips rows another transaction has locked, so concurrent claims never wait on each
+    other and never get the same row.
+    """
+    clock = db_clock(conn)
+    pick = (
+        select(table.c.id)
+        .where(wanted, _free(table, clock))
+        .order_by(table.c.created_at, table.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    claimed = conn.execute(
+        sql_update(table)
+        .where(table.c.id.in_(pick.scalar_subquery()), _free(table, clock))
+        .values(lease_owner=owner, lease_expires=clock + ttl)
+        .returning(table.c.id)
+    ).scalars()
+    return [str(i) for i in claimed]
+
+
 class LeaseStore(RetentionStore):
     def claim_bundles(self, owner: str, *, limit: int, ttl: float) -> list[BundleRow]:
         """Up to ``limit`` planned bundles no live worker holds, now held by ``owner``."""
         with self.transaction() as conn:
-            clock = db_clock(conn)
-            wanted = (
-                select(bundles.c.id)
-                .where(bundles.c.state == "planned", _free(bundles, clock))
-                .order_by(bundles.c.created_at, bundles.c.id)
-                .limit(limit)
-            )
-            if conn.dialect.name == "postgresql":
-                wanted = wanted.with_for_update(skip_locked=True)
-            ids = [
-                str(i)
-                for i in conn.execute(
-                    sql_update(bundles)
-                    .where(bundles.c.id.in_(wanted.scalar_subquery()), _free(bundles, clock))
-                    .values(lease_owner=owner, lease_expires=clock + ttl)
-                    .returning(bundles.c.id)
-                ).scalars()
-            ]
+            ids = _claim(conn, bundles, bundles.c.state == "planned", owner, limit, ttl)
             if not ids:
                 return []
             rows = conn.execute(
@@ -98,25 +113,9 @@ class LeaseStore(RetentionStore):
         A delivery left ``sending`` by a worker that died comes back only once its lease
         has expired: while the worker lives, the send is its own, not an interrupted one.
         """
+        wanted = deliveries.c.state.in_([str(s) for s in states])
         with self.transaction() as conn:
-            clock = db_clock(conn)
-            wanted = (
-                select(deliveries.c.id)
-                .where(deliveries.c.state.in_([str(s) for s in states]), _free(deliveries, clock))
-                .order_by(deliveries.c.created_at, deliveries.c.id)
-                .limit(limit)
-            )
-            if conn.dialect.name == "postgresql":
-                wanted = wanted.with_for_update(skip_locked=True)
-            ids = [
-                str(i)
-                for i in conn.execute(
-                    sql_update(deliveries)
-                    .where(deliveries.c.id.in_(wanted.scalar_subquery()), _free(deliveries, clock))
-                    .values(lease_owner=owner, lease_expires=clock + ttl)
-                    .returning(deliveries.c.id)
-                ).scalars()
-            ]
+            ids = _claim(conn, deliveries, wanted, owner, limit, ttl)
             if not ids:
                 return []
             rows = conn.execute(
