@@ -5,6 +5,7 @@
     .venv/bin/python bench/run.py --only render --json
     .venv/bin/python bench/run.py --only merge   # starts render processes (spawn)
     .venv/bin/python bench/run.py --only email   # starts an SMTP sink and mailmerge
+    .venv/bin/python bench/run.py --only workers # worker commands, an SMTP sink, PostgreSQL
 
 Progress goes to stderr; the table (or with --json the results) to stdout. The results
 are also written to bench/results/latest.json.
@@ -31,10 +32,16 @@ import bench_email
 import bench_intake
 import bench_merge
 import bench_render
+import bench_workers
 from harness import Report, progress, table
 
 BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "results" / "latest.json"
+# The workers benchmark takes its PostgreSQL server from tests/postgres.py, imported only
+# when it runs: the repository root (after this folder) makes ``tests`` importable.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(1, str(REPO_ROOT))
 
 Runner = Callable[..., Report | list[Report]]  # some benchmarks report several results
 BENCHMARKS: dict[str, Runner] = {
@@ -42,6 +49,7 @@ BENCHMARKS: dict[str, Runner] = {
     "render": bench_render.run,
     "merge": bench_merge.run,
     "email": bench_email.run,
+    "workers": bench_workers.run,
 }
 
 

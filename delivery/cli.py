@@ -978,7 +978,8 @@ def _supervise(
     group = ctx.find_root().params
     front = ["--config", str(group["config_file"])] if group.get("config_file") else []
     front += ["--outbox", str(group["outbox"])] if group.get("outbox") else []
-    command = [sys.executable, "-c", "from delivery.cli import main; main()", *front, *args]
+    # -P: the working folder is not put on the import path, so no file there shadows ours
+    command = [sys.executable, "-P", "-c", "from delivery.cli import main; main()", *front, *args]
     capture = subprocess.PIPE if once else None
     children = [
         subprocess.Popen(command, stdout=capture, text=True)  # noqa: S603  # ourselves again

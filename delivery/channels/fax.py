@@ -40,7 +40,6 @@ from delivery.errors import ChannelSetupError, PermanentChannelError, RenderErro
 from delivery.models import ChannelName, DeliveryState, ProofLevel
 from delivery.outbox import Artefact, LocalOutbox
 from delivery.render.env import make_environment, render_template
-from delivery.render.pdf import html_to_pdf
 
 E164 = re.compile(r"\+[1-9]\d{7,14}")
 FAX_COVER_TEMPLATE = "fax_cover.html.j2"
@@ -297,6 +296,8 @@ def with_cover(
     cover = fax_cover(parcel, part, day or datetime.now(UTC).date())
     try:
         html = render_template(env or make_environment(templates), FAX_COVER_TEMPLATE, cover=cover)
+        from delivery.render.pdf import html_to_pdf  # WeasyPrint loads only to render
+
         cover_pdf, _ = html_to_pdf(html, templates=templates)
     except RenderError as exc:
         raise ChannelSetupError(f"{_who(parcel)}: the fax cover sheet: {exc}") from exc

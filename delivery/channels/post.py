@@ -51,7 +51,6 @@ from delivery.models import (
 )
 from delivery.outbox import Artefact, LocalOutbox
 from delivery.render.env import make_environment, render_template
-from delivery.render.pdf import html_to_pdf
 
 MANIFEST_COLUMNS = (
     "envelope",
@@ -387,6 +386,8 @@ class PostSpool:
             return_line=return_line(parcel.organisation, address.country),
         )
         html = address_sheet_html(self._env, sheet, self._envelope_type)
+        from delivery.render.pdf import html_to_pdf  # WeasyPrint loads only to render
+
         sheet_pdf, _ = await asyncio.to_thread(html_to_pdf, html, templates=self._templates)
         return await asyncio.to_thread(with_address_sheet, sheet_pdf, letter)
 

@@ -17,7 +17,6 @@ from delivery.errors import RenderError
 from delivery.models import Address, Case, Message, Organisation, Recipient, RecipientKind
 from delivery.render.blocks import Line
 from delivery.render.env import make_environment, render_template
-from delivery.render.pdf import html_to_pdf
 from delivery.render.text import (
     country_name,
     direction,
@@ -233,6 +232,8 @@ def render_bundle(doc: BundleDocument, templates: Path) -> RenderedBundle:
     """
     version = template_version(templates)
     html = render_bundle_html(doc, templates)
+    from delivery.render.pdf import html_to_pdf  # WeasyPrint loads only to render
+
     pdf, pages = html_to_pdf(html, templates=templates)
     return RenderedBundle(
         pdf=pdf, pages=pages, manifest=manifest(doc, version), template_version=version

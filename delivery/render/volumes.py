@@ -24,7 +24,6 @@ from typing import Any
 import pikepdf
 
 from delivery.errors import RenderError
-from delivery.render.pdf import lay_out
 
 STAMPS_PER_JOB = 2_000  # footer pages rendered in one job
 
@@ -40,6 +39,8 @@ class VolumeResult:
 
 def render_volume(html: str, templates: Path, out: Path) -> VolumeResult:
     """Lay out one volume and write its PDF to ``out`` (runs in a render process)."""
+    from delivery.render.pdf import lay_out  # WeasyPrint loads only to render
+
     laid = lay_out(html, templates=templates)
     out.write_bytes(laid.pdf)
     return VolumeResult(
@@ -66,6 +67,8 @@ def render_stamps(
     bundle_id: str, first: int, last: int, total: int, templates: Path, out: Path
 ) -> int:
     """Render footer pages ``first``..``last`` to ``out``; returns how many (render process)."""
+    from delivery.render.pdf import lay_out
+
     laid = lay_out(stamps_html(bundle_id, first, last, total), templates=templates)
     expected = last - first + 1
     if laid.pages != expected:

@@ -23,7 +23,6 @@ from markupsafe import Markup
 from delivery.channels.post import csv_document, spreadsheet_safe
 from delivery.outbox import LocalOutbox
 from delivery.render.env import make_environment, render_template
-from delivery.render.pdf import html_to_pdf
 from delivery.reporting import charts
 from delivery.reporting.data import DeliveryLine, Report, Scope
 
@@ -173,6 +172,8 @@ def report_json(report: Report) -> bytes:
 def document(report: Report, fmt: str, *, templates: Path) -> tuple[bytes, int | None]:
     """The report in ``fmt``, and its page count when it is a PDF."""
     if fmt == "pdf":
+        from delivery.render.pdf import html_to_pdf  # WeasyPrint loads only to render
+
         return html_to_pdf(report_html(report, templates=templates), templates=templates)
     if fmt == "html":
         return report_html(report, templates=templates).encode(), None

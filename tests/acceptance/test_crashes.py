@@ -164,19 +164,14 @@ POINTS = [
     "render-published",
     "delivery-claimed",
     "delivery-sent:email",
-    "delivery-sent:post",
-    "ledger-appended@3",
-    "ledger-appended@40",
+    "ledger-appended@40",  # inside a transaction of the deliver step
 ]
 
 
 @pytest.mark.parametrize(
     ("crew", "point"),
     [("sqlite", point) for point in POINTS]
-    + [
-        ("postgresql", point)
-        for point in ("render-started", "delivery-sent:email", "ledger-appended@40")
-    ],
+    + [("postgresql", point) for point in ("render-started", "delivery-sent:email")],
     indirect=["crew"],
 )
 def test_a_worker_killed_anywhere_loses_nothing_and_sends_nothing_twice(
@@ -250,6 +245,7 @@ def test_sigterm_gives_unfinished_work_back_and_exits_0(
 def test_several_workers_share_the_work_with_no_double_claims(
     crew: Operator, sink: tuple[int, Path]
 ) -> None:
+    crew.env["SOLIDARITY_WORKER__LEASE_SECONDS"] = "30"  # nobody dies here: no takeovers
     run = crew("worker", "--once", "--now", "--concurrency", "3", "--json").json()
     assert run["workers"] == 3
     assert run["bundles_failed"] == 0

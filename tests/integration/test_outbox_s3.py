@@ -25,11 +25,11 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from delivery.errors import ConfigurationError, InputError, TransientError
 from delivery.outbox import LocalOutbox
 from delivery.outbox_s3 import MIN_PART, S3Location, S3Outbox
+from tests.moto_server import moto_server
 
 REGION = "us-east-1"
 
@@ -58,13 +58,8 @@ SAMPLES: dict[str, bytes] = {
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

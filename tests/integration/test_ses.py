@@ -25,7 +25,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from delivery.campaign import load_campaign
 from delivery.channels.base import Parcel, Receipt
@@ -51,6 +50,7 @@ from delivery.models import (
 from delivery.outbox import LocalOutbox
 from delivery.store import Store
 from delivery.tracking.ses_events import SesEvent, Unreadable, read_event, track_ses
+from tests.moto_server import moto_server
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SES_FIXTURES = FIXTURES / "ses"
@@ -65,13 +65,8 @@ DOC_DELIVERY = "dlv-00000000000000000000"
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
