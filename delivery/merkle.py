@@ -17,7 +17,7 @@ tree head of a growing log up to date from O(log n) hashes instead of every leaf
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from delivery.errors import PermanentError
 
@@ -68,18 +68,7 @@ def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     size = len(leaves)
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is outside a tree of {size} leaves")
-    path: list[bytes] = []
-    low, high = 0, size
-    while high - low > 1:
-        split = low + _largest_power_of_two_below(high - low)
-        if index < split:
-            path.append(_subtree_root(leaves, split, high))
-            high = split
-        else:
-            path.append(_subtree_root(leaves, low, split))
-            low = split
-    path.reverse()
-    return path
+    return inclusion_path(index, size, lambda low, high: _subtree_root(leaves, low, high))
 
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
@@ -93,6 +82,34 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
     size = len(leaves)
     if not 0 <= old_size <= size:
         raise ProofError(f"old size {old_size} is outside a tree of {size} leaves")
+    return consistency_path(old_size, size, lambda low, high: _subtree_root(leaves, low, high))
+
+
+Subtree = Callable[[int, int], bytes]
+
+
+def inclusion_path(index: int, size: int, subtree: Subtree) -> list[bytes]:
+    """The inclusion proof's walk down the tree, with subtree roots from ``subtree(low, high)``.
+
+    Shared by :func:`inclusion_proof` (roots computed from the leaves) and by trees that keep
+    their subtree roots (:mod:`delivery.package.tree`); ``index`` and ``size`` are checked.
+    """
+    path: list[bytes] = []
+    low, high = 0, size
+    while high - low > 1:
+        split = low + _largest_power_of_two_below(high - low)
+        if index < split:
+            path.append(subtree(split, high))
+            high = split
+        else:
+            path.append(subtree(low, split))
+            low = split
+    path.reverse()
+    return path
+
+
+def consistency_path(old_size: int, size: int, subtree: Subtree) -> list[bytes]:
+    """The consistency proof's walk (0 < ``old_size`` < ``size``), roots from ``subtree``."""
     if old_size in (0, size):
         return []
     proof: list[bytes] = []
@@ -100,14 +117,14 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
     while wanted != high - low:
         split = low + _largest_power_of_two_below(high - low)
         if low + wanted <= split:
-            proof.append(_subtree_root(leaves, split, high))
+            proof.append(subtree(split, high))
             high = split
         else:
-            proof.append(_subtree_root(leaves, low, split))
+            proof.append(subtree(low, split))
             wanted -= split - low
             low, whole = split, False
     if not whole:
-        proof.append(_subtree_root(leaves, low, high))
+        proof.append(subtree(low, high))
     proof.reverse()
     return proof
 

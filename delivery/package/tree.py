@@ -63,18 +63,7 @@ class LeafTree:
         self._check_range(0, size)
         if not 0 <= index < size:
             raise ProofError(f"leaf index {index} is outside a tree of {size} leaves")
-        path: list[bytes] = []
-        low, high = 0, size
-        while high - low > 1:
-            split = low + _largest_power_of_two_below(high - low)
-            if index < split:
-                path.append(self._subtree(split, high))
-                high = split
-            else:
-                path.append(self._subtree(low, split))
-                low = split
-        path.reverse()
-        return path
+        return merkle.inclusion_path(index, size, self._subtree)
 
     def consistency_proof(self, old_size: int, size: int) -> list[bytes]:
         """PROOF(old_size, D[size]) of RFC 9162 section 2.1.4.1; empty when there is nothing to
@@ -82,23 +71,7 @@ class LeafTree:
         self._check_range(0, size)
         if not 0 <= old_size <= size:
             raise ProofError(f"old size {old_size} is outside a tree of {size} leaves")
-        if old_size in (0, size):
-            return []
-        proof: list[bytes] = []
-        low, high, wanted, whole = 0, size, old_size, True
-        while wanted != high - low:
-            split = low + _largest_power_of_two_below(high - low)
-            if low + wanted <= split:
-                proof.append(self._subtree(split, high))
-                high = split
-            else:
-                proof.append(self._subtree(low, split))
-                wanted -= split - low
-                low, whole = split, False
-        if not whole:
-            proof.append(self._subtree(low, high))
-        proof.reverse()
-        return proof
+        return merkle.consistency_path(old_size, size, self._subtree)
 
     def _subtree(self, low: int, high: int) -> bytes:
         """MTH of leaves [low, high), a subtree of the RFC's tree (low aligned as it says)."""
@@ -129,8 +102,3 @@ class LeafTree:
     def _check_range(self, low: int, high: int) -> None:
         if not 0 <= low <= high <= self._size:
             raise ProofError(f"leaves {low} to {high} are outside a log of {self._size}")
-
-
-def _largest_power_of_two_below(n: int) -> int:
-    """The largest power of two smaller than `n` (n > 1), where the RFC splits a tree."""
-    return 1 << ((n - 1).bit_length() - 1)

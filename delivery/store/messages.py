@@ -158,11 +158,12 @@ class MessageStore(StoreBase):
         """Message ids for numeric ids, external ids, or ``source:external_id``."""
         found: list[int] = []
         with self.engine.connect() as conn:
+            sources = [str(s) for s in conn.execute(select(messages.c.source).distinct()).scalars()]
             for ref in refs:
-                found.append(self._resolve_one(conn, ref))
+                found.append(self._resolve_one(conn, ref, sources))
         return found
 
-    def _resolve_one(self, conn: Connection, ref: str) -> int:
+    def _resolve_one(self, conn: Connection, ref: str, sources: Sequence[str]) -> int:
         conditions = [messages.c.external_id == ref]
         if ref.isdigit():
             conditions.append(messages.c.id == int(ref))
@@ -170,8 +171,8 @@ class MessageStore(StoreBase):
             source, _, external = ref.partition(":")
             conditions.append(and_(messages.c.source == source, messages.c.external_id == external))
         # a message erased under retention still answers to its external id, by its tag
-        for source in conn.execute(select(messages.c.source).distinct()).scalars():
-            tag = erased_tag(self.id_key, str(source), ref)
+        for source in sources:
+            tag = erased_tag(self.id_key, source, ref)
             conditions.append(and_(messages.c.source == source, messages.c.external_id == tag))
         rows = conn.execute(select(messages.c.id, messages.c.source).where(or_(*conditions))).all()
         if not rows:

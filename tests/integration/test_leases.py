@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from delivery.campaign import load_campaign
 from delivery.config import Settings
 from delivery.importer import import_messages
 from delivery.models import DeliveryState, ReviewState
@@ -24,17 +23,9 @@ READY = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED)
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(
-        outbox=str(tmp_path / "outbox"), render={"processes": 1}, database_url=database_url
-    )
-
-
-@pytest.fixture
-def store(settings: Settings) -> Store:
-    opened = Store.connect(settings.database_url)
-    campaign = load_campaign(FIXTURES / "campaign_reference.toml")
-    opened.save_campaign(campaign, actor="test", source="campaign.toml", sha256="-")
+def store(store: Store, settings: Settings) -> Store:
+    """The campaign's store with the sample imported and every message approved."""
+    opened = store
     import_messages(opened, FIXTURES / "messages_sample.csv", source="web", settings=settings)
     opened.decide(
         opened.resolve(["pl-0001", "pl-0002", "kr-0001"]), ReviewState.APPROVED, actor="t"

@@ -23,13 +23,6 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(
-        outbox=str(tmp_path / "outbox"), render={"processes": 1}, database_url=database_url
-    )
-
-
-@pytest.fixture
 def delivered(settings: Settings) -> tuple[Store, Worker]:
     """Every sample message approved and spooled, a day's work in the past."""
     store = Store.connect(settings.database_url)

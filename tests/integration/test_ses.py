@@ -50,7 +50,7 @@ from delivery.models import (
 from delivery.outbox import LocalOutbox
 from delivery.store import Store
 from delivery.tracking.ses_events import SesEvent, Unreadable, read_event, track_ses
-from tests.moto_server import moto_server
+from tests.moto_server import moto_server, offline_aws
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SES_FIXTURES = FIXTURES / "ses"
@@ -72,20 +72,7 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Dummy credentials, and no other source of credentials to find."""
-    for name in (
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    offline_aws(monkeypatch, tmp_path, REGION)
 
 
 @pytest.fixture(scope="module")

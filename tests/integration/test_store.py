@@ -23,21 +23,6 @@ from tests.postgres import Databases, PostgresServer, sql
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(
-        outbox=str(tmp_path / "outbox"), render={"processes": 1}, database_url=database_url
-    )
-
-
-@pytest.fixture
-def store(settings: Settings) -> Store:
-    opened = Store.connect(settings.database_url)
-    campaign = load_campaign(FIXTURES / "campaign_reference.toml")
-    opened.save_campaign(campaign, actor="test", source="campaign.toml", sha256="-")
-    return opened
-
-
 def _import(store: Store, settings: Settings) -> None:
     import_messages(store, FIXTURES / "messages_sample.csv", source="web", settings=settings)
 
