@@ -19,7 +19,7 @@ from pathlib import Path
 
 from delivery import merkle
 from delivery.checkpoint import Checkpoint, read_key_file, sign_checkpoint
-from delivery.outbox import Artefact, LocalOutbox
+from delivery.outbox import Artefact, Outbox
 from delivery.store import Store
 
 
@@ -58,7 +58,7 @@ class Signed:
 
 
 def write_checkpoint(
-    store: Store, outbox: LocalOutbox, key_file: Path, *, origin: str, actor: str
+    store: Store, outbox: Outbox, key_file: Path, *, origin: str, actor: str
 ) -> Signed:
     """Sign the ledger's current tree head with the key in ``key_file`` and publish it.
 

@@ -24,7 +24,7 @@ from delivery.channels.fax_phaxio import PhaxioFax
 from delivery.config import FaxGateway, Settings, load_settings
 from delivery.errors import DeliveryError, InputError
 from delivery.models import Campaign, ChannelName, DeliveryState, Recipient, ReviewState
-from delivery.outbox import LocalOutbox
+from delivery.outbox import Outbox, open_outbox
 from delivery.store import Store
 from delivery.text_output import (
     echo_json,
@@ -85,7 +85,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 @click.option(
     "--config", "config_file", type=click.Path(path_type=Path), help="A TOML settings file."
 )
-@click.option("--outbox", help="The outbox folder (default: outbox/, or SOLIDARITY_OUTBOX).")
+@click.option(
+    "--outbox",
+    help="The outbox: a folder, or s3://BUCKET/PREFIX (default: outbox/, or SOLIDARITY_OUTBOX).",
+)
 @click.pass_context
 @handle_errors
 def main(ctx: click.Context, config_file: Path | None, outbox: str | None) -> None:
@@ -503,7 +506,7 @@ def track_bounces(
     org = campaign.organisation
     tracker = BounceTracker(
         store=obj.store,
-        outbox=LocalOutbox(obj.settings.outbox_path),
+        outbox=open_outbox(obj.settings),
         actor=obj.settings.actor,
         bounce_domain=org.bounce_domain,
         keep_addresses=(org.bounce_domain, org.email, org.reply_to),
@@ -608,7 +611,7 @@ def track_ses_command(obj: Context, as_json: bool) -> None:
     report = track_ses(
         settings,
         obj.store,
-        LocalOutbox(settings.outbox_path),
+        open_outbox(settings),
         keep_addresses=(org.bounce_domain, org.email, org.reply_to),
         actor=settings.actor,
     )
@@ -654,9 +657,7 @@ def post_mark(obj: Context, file: Path, as_json: bool) -> None:
     """
     from delivery.tracking.post import mark as mark_post
 
-    report = mark_post(
-        obj.store, LocalOutbox(obj.settings.outbox_path), file, actor=obj.settings.actor
-    )
+    report = mark_post(obj.store, open_outbox(obj.settings), file, actor=obj.settings.actor)
     if as_json:
         echo_json(report.as_dict())
         return
@@ -889,7 +890,7 @@ def serve(obj: Context, host: str | None, port: int | None) -> None:
     run_server(
         settings,
         obj.store,
-        LocalOutbox(settings.outbox_path),
+        open_outbox(settings),
         actor=settings.actor,
         host=host or settings.serve.host,
         port=settings.serve.port if port is None else port,
@@ -1036,7 +1037,7 @@ def status(obj: Context, case: str | None, recipient: str | None, as_json: bool)
     if as_json:
         echo_json(data)
     else:
-        show_status(data, outbox=obj.settings.outbox_path)
+        show_status(data, outbox=obj.settings.outbox_label)
 
 
 def _hold_command(held: bool) -> Callable[..., None]:
@@ -1103,8 +1104,8 @@ def audit_verify(obj: Context, as_json: bool) -> None:
     Example:
       solidarity audit verify
     """
-    outbox = LocalOutbox(obj.settings.outbox_path)
-    problems = [str(p) for p in ledger.verify(obj.store.events(), outbox.sha256)]
+    outbox = open_outbox(obj.settings)
+    problems = [str(p) for p in ledger.verify(obj.store.events(), outbox.sha256, outbox.where)]
     problems += list(obj.store.table_mismatches())
     result = {"ok": not problems, "events": obj.store.ledger_size(), "problems": problems}
     if as_json:
@@ -1159,7 +1160,7 @@ def audit_trace(
         raise InputError("--key goes with --package: the database trace needs no key")
     (message_id,) = obj.store.resolve([message_ref])
     data = obj.store.trace(message_id)
-    outbox = LocalOutbox(obj.settings.outbox_path)
+    outbox = open_outbox(obj.settings)
     for bundle in data["bundles"]:
         bundle["page"] = _page_in_bundle(outbox, bundle.get("manifest_path", ""), message_id)
     if as_json:
@@ -1241,7 +1242,7 @@ def audit_checkpoint(obj: Context, key_file: Path, origin: str | None, as_json: 
     try:
         signed = write_checkpoint(
             obj.store,
-            LocalOutbox(obj.settings.outbox_path),
+            open_outbox(obj.settings),
             key_file,
             origin=name,
             actor=obj.settings.actor,
@@ -1251,7 +1252,7 @@ def audit_checkpoint(obj: Context, key_file: Path, origin: str | None, as_json: 
     if as_json:
         echo_json(signed.as_dict())
         return
-    click.echo(f"{obj.settings.outbox_path / signed.artefact.path}:")
+    click.echo(f"{obj.settings.outbox_label}/{signed.artefact.path}:")
     click.echo(signed.note, nl=False)
 
 
@@ -1320,7 +1321,7 @@ def audit_export(
     origin = origin_for(obj.store.campaign().organisation.bounce_domain)
     exported = export_package(
         obj.store,
-        LocalOutbox(obj.settings.outbox_path),
+        open_outbox(obj.settings),
         output,
         case=case,
         since=day,
@@ -1432,7 +1433,7 @@ def _read_text(path: Path) -> str:
         raise InputError(f"{path}: cannot be read: {exc}") from exc
 
 
-def _page_in_bundle(outbox: LocalOutbox, manifest_path: str, message_id: int) -> int | None:
+def _page_in_bundle(outbox: Outbox, manifest_path: str, message_id: int) -> int | None:
     """The page of the bundle the message is printed on, from the bundle's manifest."""
     if not manifest_path or not outbox.exists(manifest_path):
         return None
@@ -1462,7 +1463,8 @@ def _page_in_bundle(outbox: LocalOutbox, manifest_path: str, message_id: int) ->
 @click.option(
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="The file to write (default: outbox/reports/report-<case or all>-<UTC stamp>.<format>).",
+    help="The file to write (default: outbox/reports/report-<case or all>-<UTC stamp>.<format>;"
+    " with the outbox in S3, reports/ in the working folder).",
 )
 @json_option
 @click.pass_obj
@@ -1509,7 +1511,8 @@ def report_command(
         raise InputError(f"--since {scope.since} is after --until {scope.until}")
     now = datetime.now(UTC)
     data = build_report(obj.store, scope, now=now)
-    path = output or default_path(obj.settings.outbox_path, scope, fmt, now)
+    local = Path() if obj.settings.outbox_location else obj.settings.outbox_path
+    path = output or default_path(local, scope, fmt, now)
     written = write_report(data, fmt, path, templates=obj.settings.templates)
     totals = data.totals
     summary = {
@@ -1570,7 +1573,7 @@ def purge(obj: Context, dry_run: bool, days: int | None, as_json: bool) -> None:
     settings = obj.settings
     report = run_purge(
         obj.store,
-        LocalOutbox(settings.outbox_path),
+        open_outbox(settings),
         days=settings.retention.days if days is None else days,
         now=datetime.now(UTC),
         actor=settings.actor,
@@ -1628,7 +1631,7 @@ def demo(obj: Context, count: int, as_json: bool) -> None:
     if as_json:
         echo_json(result)
     else:
-        show_status(result["status"], outbox=obj.settings.outbox_path, files=result["files"])
+        show_status(result["status"], outbox=obj.settings.outbox_label, files=result["files"])
         waiting = result["status"]["messages"]["pending"]
         click.echo(
             "\nnext:\n"

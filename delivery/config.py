@@ -8,12 +8,18 @@ Sources, strongest first: arguments, environment (``SOLIDARITY_``, nested with `
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
 from pydantic import (
     BaseModel,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -28,9 +34,14 @@ from pydantic_settings import (
 
 from delivery.address import envelope_type
 from delivery.errors import ConfigurationError
+from delivery.outbox_s3 import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, S3Location
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SHIPPED_TEMPLATES = PACKAGE_ROOT.parent / "templates"
+S3_SCHEME = "s3://"
+# S3's rules for a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, a letter
+# or digit at each end, no two dots in a row, not an IP address
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class SmtpSecurity(enum.StrEnum):
@@ -146,6 +157,17 @@ class WorkerSettings(BaseModel):
     grace_seconds: float = Field(default=30.0, ge=0)  # after SIGTERM, to finish what is under way
 
 
+class S3Settings(BaseModel):
+    """How to reach the bucket of an ``s3://`` outbox; credentials: the usual AWS sources."""
+
+    endpoint_url: str = ""  # MinIO or another S3-compatible store; empty: AWS itself
+    region: str = ""  # empty: AWS_REGION, AWS_DEFAULT_REGION or the AWS config file
+    workdir: Path | None = None  # local scratch (renders, reject files); default: a temp folder
+    connect_timeout: float = Field(default=CONNECT_TIMEOUT, gt=0)  # seconds to connect
+    read_timeout: float = Field(default=READ_TIMEOUT, gt=0)  # seconds S3 may stay silent
+    max_attempts: int = Field(default=MAX_ATTEMPTS, ge=1)  # tries of each request, the first too
+
+
 class RetentionSettings(BaseModel):
     """How long supporters' data stays once the deliveries carrying it are over."""
 
@@ -161,8 +183,9 @@ class Settings(BaseSettings):
         toml_file="solidarity.toml",
     )
 
-    outbox: str = "outbox"
+    outbox: str = "outbox"  # a folder, or s3://bucket/prefix
     database_url: str = ""
+    s3: S3Settings = S3Settings()
     templates: Path = SHIPPED_TEMPLATES
     smtp: SmtpSettings = SmtpSettings()
     imap: ImapSettings = ImapSettings()  # the bounce mailbox
@@ -178,16 +201,70 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     worker: WorkerSettings = WorkerSettings()
     actor: str = "operator"
+    _scratch: Path | None = PrivateAttr(default=None)
+
+    @field_validator("outbox")
+    @classmethod
+    def _valid_bucket(cls, value: str) -> str:
+        parts = _s3_parts(value)
+        if parts is not None:
+            bucket = parts[0]
+            if not _valid_bucket_name(bucket):
+                raise ValueError(
+                    f"{value!r}: {bucket!r} is not an S3 bucket name (3 to 63 lowercase"
+                    " letters, digits, dots and hyphens, a letter or digit at each end, not"
+                    " an IP address)"
+                )
+        return value
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
-        if not self.database_url:
-            self.database_url = f"sqlite:///{Path(self.outbox) / 'solidarity.db'}"
+        if self.database_url:
+            return self
+        if self.outbox_location is not None:
+            raise ValueError(
+                f"database_url: the outbox is in S3 ({self.outbox_label}), so the default"
+                " SQLite file inside it cannot be used; set database_url"
+                " (SOLIDARITY_DATABASE_URL), e.g. postgresql://USER:PASSWORD@HOST/DB or"
+                " sqlite:///PATH"
+            )
+        self.database_url = f"sqlite:///{Path(self.outbox) / 'solidarity.db'}"
         return self
 
     @property
+    def outbox_location(self) -> S3Location | None:
+        """The bucket and prefix of an ``s3://`` outbox and how to reach it; None for a folder."""
+        parts = _s3_parts(self.outbox)
+        if parts is None:
+            return None
+        bucket, prefix = parts
+        return S3Location(
+            bucket=bucket, prefix=prefix, endpoint_url=self.s3.endpoint_url, region=self.s3.region
+        )
+
+    @property
+    def outbox_label(self) -> str:
+        """The outbox as an operator names it: its folder, or ``s3://bucket/prefix``."""
+        parts = _s3_parts(self.outbox)
+        if parts is None:
+            return str(Path(self.outbox))
+        return S3_SCHEME + "/".join(part for part in parts if part)
+
+    @property
     def outbox_path(self) -> Path:
-        return Path(self.outbox)
+        """The outbox's folder on this disk.
+
+        With an S3 outbox, the local scratch folder instead (``s3.workdir``, or a private
+        temporary folder made on first use): files that stay on this machine go there.
+        """
+        if self.outbox_location is None:
+            return Path(self.outbox)
+        if self.s3.workdir is not None:
+            return self.s3.workdir
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="solidarity-scratch-"))
+            weakref.finalize(self, shutil.rmtree, self._scratch, ignore_errors=True)
+        return self._scratch
 
     @classmethod
     def settings_customise_sources(
@@ -219,8 +296,30 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
         return _FromFile(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in exc.errors())
         source = config_file or "environment, .env or solidarity.toml"
         raise ConfigurationError(f"settings ({source}): {problems}") from exc
+
+
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    """One validation error as ``setting: reason`` (a whole-settings check names its own)."""
+    reason = msg.removeprefix("Value error, ")
+    return f"{'.'.join(str(p) for p in loc)}: {reason}" if loc else reason
+
+
+def _s3_parts(outbox: str) -> tuple[str, str] | None:
+    """The bucket and key prefix of ``s3://bucket/prefix``; None for a local folder."""
+    if outbox[: len(S3_SCHEME)].lower() != S3_SCHEME:
+        return None
+    bucket, _, prefix = outbox[len(S3_SCHEME) :].partition("/")
+    return bucket, "/".join(part for part in prefix.split("/") if part)
+
+
+def _valid_bucket_name(name: str) -> bool:
+    if not _BUCKET.fullmatch(name) or ".." in name:
+        return False
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return True
+    return False

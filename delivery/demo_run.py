@@ -6,13 +6,14 @@ import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from delivery import campaign as campaign_file
 from delivery import demo, importer
 from delivery.config import Settings
 from delivery.models import ReviewState
-from delivery.outbox import LocalOutbox
+from delivery.outbox import Outbox, open_outbox
 from delivery.store import Store
 from delivery.worker import Worker
 
@@ -21,12 +22,8 @@ def run_demo(
     settings: Settings, store: Store, *, count: int, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     """Write the demo files into the outbox, then load, import, approve, collect, merge, deliver."""
-    outbox = LocalOutbox(settings.outbox_path)
-    campaign_path = outbox.local_path("demo/campaign.toml")
-    outbox.write("demo/campaign.toml", demo.DEMO_CAMPAIGN_TOML.encode("utf-8"))
-    messages_path = outbox.local_path(f"demo/messages-{count}.csv")
-    messages_path.parent.mkdir(parents=True, exist_ok=True)
-    demo.write_messages_csv(messages_path, count)
+    outbox = open_outbox(settings)
+    campaign_path, messages_path = _demo_files(settings, outbox, count)
     progress(f"wrote {campaign_path} and {messages_path} ({count} messages)")
 
     loaded = campaign_file.load_campaign(campaign_path)
@@ -58,6 +55,24 @@ def run_demo(
         "status": store.status(case=None, recipient=None),
         "files": dict(sorted(files.items())),
     }
+
+
+def _demo_files(settings: Settings, outbox: Outbox, count: int) -> tuple[Path, Path]:
+    """The campaign and message files, in the outbox's demo/ folder and on this disk.
+
+    With a local outbox they are written in it; with an S3 outbox they are written to the
+    local scratch folder, which the import reads, and stored in the bucket as well.
+    """
+    folder = settings.outbox_path / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    campaign_path = folder / "campaign.toml"
+    campaign_path.write_bytes(demo.DEMO_CAMPAIGN_TOML.encode("utf-8"))
+    messages_path = folder / f"messages-{count}.csv"
+    demo.write_messages_csv(messages_path, count)
+    if settings.outbox_location is not None:
+        for path in (campaign_path, messages_path):
+            outbox.write(f"demo/{path.name}", path.read_bytes())
+    return campaign_path, messages_path
 
 
 def _file_kind(path: str) -> str | None:

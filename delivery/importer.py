@@ -12,8 +12,15 @@ from typing import Any
 from delivery import review
 from delivery.config import Settings
 from delivery.errors import InputError
-from delivery.intake import Rejected, read_messages, recipients_for, write_rejects
+from delivery.intake import (
+    SOURCE_CHARS,
+    Rejected,
+    read_messages,
+    recipients_for,
+    write_rejects,
+)
 from delivery.models import Campaign, MessageDraft, ReviewState
+from delivery.outbox import LocalOutbox, open_outbox
 from delivery.store import Store
 from delivery.store.messages import Screened
 
@@ -60,6 +67,10 @@ def import_messages(
     """Import `path`; bad rows are reported and written to outbox/rejected/, never stop the rest."""
     if not source.strip():
         raise InputError(f"{path}: --source must not be empty")
+    if len(source) > SOURCE_CHARS:
+        raise InputError(
+            f"{path}: --source has {len(source)} characters, the limit is {SOURCE_CHARS}"
+        )
     campaign = store.campaign()
     rows = read_messages(path, source=source, campaign=campaign, settings=settings.intake)
     report = ImportReport(file=str(path), source=source)
@@ -133,10 +144,16 @@ def _report_rejects(
         return
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)[:60]
-    target = settings.outbox_path / "rejected" / f"{safe}-batch{batch}-{stamp}.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_rejects(target, rejects)
-    report.rejects_file = str(target.resolve())
+    relpath = f"rejected/{safe}-batch{batch}-{stamp}.csv"
+    outbox = open_outbox(settings)
+    outbox.workdir.mkdir(parents=True, exist_ok=True)
+    scratch = outbox.workdir / f"rejects-batch{batch}-{stamp}.csv"
+    write_rejects(scratch, rejects)
+    outbox.adopt(relpath, scratch)  # whole or not at all, in the folder or the bucket
+    if isinstance(outbox, LocalOutbox):
+        report.rejects_file = str(outbox.local_path(relpath).resolve())
+    else:
+        report.rejects_file = outbox.where(relpath)
 
 
 def _file_sha256(path: Path) -> str:

@@ -465,6 +465,12 @@ def _draft(fields: Mapping[str, str], line: int, context: _Context) -> MessageDr
     )
 
 
+# Fields stored in columns of a fixed width (PostgreSQL enforces it, SQLite would not):
+# longer values are refused here, whatever intake.max_field_chars allows.
+STORED_CHARS = {"external_id": 200, "language": 35}
+SOURCE_CHARS = 200
+
+
 class _Row:
     """Checks and cleans the fields of one row, collecting (field, reason) problems."""
 
@@ -495,6 +501,8 @@ class _Row:
         if required and not value:
             self.problem(name, "is required")
         limit = self.settings.max_field_chars
+        if name in STORED_CHARS:
+            limit = min(limit, STORED_CHARS[name])
         if len(value) > limit:
             self.problem(name, f"has {len(value)} characters, the limit is {limit}")
         return value

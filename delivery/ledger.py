@@ -117,12 +117,17 @@ def verify_chain(events: Iterable[Event]) -> Problem | None:
     return None
 
 
-def verify(events: Iterable[Event], file_hash: Callable[[str], str | None]) -> list[Problem]:
+def verify(
+    events: Iterable[Event],
+    file_hash: Callable[[str], str | None],
+    name: Callable[[str], str] = str,
+) -> list[Problem]:
     """Check the chain, then re-hash every artefact the ledger recorded.
 
     A file a later event lists under ``erased`` (retention) must be gone, not intact.
-    `file_hash` gives a stored file's SHA-256 now, or None when it is missing. Returns
-    every problem found, the first broken link of the chain first; empty when all holds.
+    `file_hash` gives a stored file's SHA-256 now, or None when it is missing; `name` how
+    a problem names the file (default: its path as recorded). Returns every problem
+    found, the first broken link of the chain first; empty when all holds.
     """
     recorded: dict[str, tuple[int, str]] = {}
     erased: dict[str, int] = {}
@@ -142,7 +147,7 @@ def verify(events: Iterable[Event], file_hash: Callable[[str], str | None]) -> l
     if broken is not None:
         problems.append(broken)
     for path, (seq, want) in sorted(recorded.items()):
-        problem = _file_problem(path, want, file_hash(path), erased.get(path))
+        problem = _file_problem(name(path), want, file_hash(path), erased.get(path))
         if problem:
             problems.append(Problem(seq=erased.get(path, seq), what=problem))
     return problems

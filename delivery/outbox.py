@@ -1,20 +1,28 @@
-"""Artefact storage: the local outbox folder (the embedded default).
+"""Artefact storage: the local outbox folder (the embedded default), or an S3 bucket.
 
 Every artefact is written under a relative path, atomically (a temporary name, then a
-rename), and comes back as an :class:`Artefact` carrying its SHA-256, so the ledger can
-record it and ``audit verify`` can re-hash it later.
+rename; on S3 one PUT), and comes back as an :class:`Artefact` carrying its SHA-256, so the
+ledger can record it and ``audit verify`` can re-hash it later. :func:`open_outbox` picks
+the outbox the settings name: ``outbox = "s3://bucket/prefix"`` puts it in S3
+(:mod:`delivery.outbox_s3`), anything else is a local folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Protocol
 
 from delivery.errors import InputError
+
+if TYPE_CHECKING:
+    from delivery.config import Settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +30,72 @@ class Artefact:
     path: str  # relative to the outbox root, POSIX separators
     sha256: str
     size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stored:
+    """What the store says about an artefact it holds."""
+
+    size: int  # bytes
+    modified: datetime  # last written, UTC (file mtime, or S3's LastModified)
+
+
+class Outbox(Protocol):
+    """Where artefacts are kept; :class:`LocalOutbox` and ``S3Outbox`` keep the same contract.
+
+    Paths are relative and POSIX (``bundles/<case>/<recipient>/<bundle>.pdf``); one that is
+    absolute, empty or climbs out with ``..`` raises :class:`InputError`.
+    """
+
+    def write(self, relpath: str, data: bytes) -> Artefact:
+        """Store ``data`` whole or not at all."""
+
+    def adopt(self, relpath: str, source: Path) -> Artefact:
+        """Take a finished file from :attr:`workdir` into the outbox; ``source`` is gone after."""
+
+    @property
+    def workdir(self) -> Path:
+        """A local scratch folder for files rendered before they are adopted."""
+
+    def read(self, relpath: str) -> bytes:
+        """The artefact's bytes; :class:`FileNotFoundError` when it is missing."""
+
+    def exists(self, relpath: str) -> bool: ...
+
+    def sha256(self, relpath: str) -> str | None:
+        """The SHA-256 of the bytes stored now, or None when the artefact is missing."""
+
+    def stat(self, relpath: str) -> Stored | None:
+        """Its size and when it was written, or None when it is missing."""
+
+    def copy_to(self, relpath: str, target: Path) -> None:
+        """Copy the artefact to the local file ``target``; :class:`FileNotFoundError` if missing."""
+
+    def walk(self, prefix: str = "") -> Iterator[str]:
+        """The artefacts under ``prefix``, sorted; hidden ones (``.work``, temporary) left out."""
+
+    def delete(self, relpath: str) -> bool:
+        """Remove the artefact (retention); True when it was there."""
+
+    def where(self, relpath: str) -> str:
+        """How messages name the artefact for a person: a path in the outbox, or an s3:// URL."""
+
+
+def open_outbox(settings: Settings) -> Outbox:
+    """The outbox the settings name: the S3 bucket of ``s3://bucket/prefix``, or a folder."""
+    location = settings.outbox_location
+    if location is None:
+        return LocalOutbox(settings.outbox_path)
+    from delivery.outbox_s3 import S3Outbox
+
+    s3 = settings.s3
+    return S3Outbox(
+        location,
+        workdir=s3.workdir,
+        connect_timeout=s3.connect_timeout,
+        read_timeout=s3.read_timeout,
+        max_attempts=s3.max_attempts,
+    )
 
 
 class LocalOutbox:
@@ -86,7 +160,18 @@ class LocalOutbox:
                 digest.update(chunk)
         return digest.hexdigest()
 
+    def stat(self, relpath: str) -> Stored | None:
+        path = self._resolve(relpath)
+        if not path.is_file():
+            return None
+        found = path.stat()
+        return Stored(size=found.st_size, modified=datetime.fromtimestamp(found.st_mtime, UTC))
+
+    def copy_to(self, relpath: str, target: Path) -> None:
+        shutil.copyfile(self._resolve(relpath), target)
+
     def local_path(self, relpath: str) -> Path:
+        """The file on this disk; only for callers that know the outbox is a local folder."""
         return self._resolve(relpath)
 
     def walk(self, prefix: str = "") -> Iterator[str]:
@@ -104,3 +189,8 @@ class LocalOutbox:
         except FileNotFoundError:
             return False
         return True
+
+    def where(self, relpath: str) -> str:
+        """The path inside the outbox folder, as the ledger records it."""
+        self._resolve(relpath)
+        return relpath

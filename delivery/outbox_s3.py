@@ -1,7 +1,10 @@
 """Artefact storage in an S3 bucket, with the contract of :class:`~delivery.outbox.LocalOutbox`.
 
-Not wired in yet: nothing in the package builds an :class:`S3Outbox`; callers that need a
-local path (``local_path``) must be changed before it can replace the local outbox.
+Selected by the settings: ``outbox = "s3://bucket/prefix"`` (``SOLIDARITY_OUTBOX``) makes
+:func:`~delivery.outbox.open_outbox` build one, reaching S3 as the ``s3`` settings say
+(``endpoint_url`` for MinIO or another S3-compatible store, ``region``, the timeouts and
+``workdir``). Credentials come from boto3's usual sources (``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY``, a profile, an instance role), never from the settings file.
 
 Layout. The artefact ``relpath`` lives at the key ``<prefix>/<relpath>`` of
 :class:`S3Location`'s bucket (no ``/`` in front when the prefix is empty). ``relpath`` is
@@ -36,8 +39,10 @@ explicit connect and read timeouts. What still fails is raised as:
   bucket, a TLS certificate not verified: every call would fail the same way;
 * :class:`PermanentError` — any other refusal.
 
-``read`` of a missing object raises :class:`FileNotFoundError`, as the local ``read`` does.
-``delete`` asks whether the object is there before deleting it (S3's DELETE does not say).
+``read`` and ``copy_to`` of a missing object raise :class:`FileNotFoundError`, as the local
+ones do. ``delete`` asks whether the object is there before deleting it (S3's DELETE does
+not say). ``stat`` gives the object's size and ``LastModified``; ``where`` its
+``s3://bucket/key`` URL, which is how messages (``audit verify`` among them) name it.
 
 Scratch space. ``workdir`` is a local folder for files rendered before they are adopted:
 the one given to the constructor, or a private temporary folder made on first use.
@@ -49,10 +54,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -63,7 +71,7 @@ from delivery.errors import (
     PermanentError,
     TransientError,
 )
-from delivery.outbox import Artefact
+from delivery.outbox import Artefact, Stored
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -338,6 +346,9 @@ class S3Outbox:
         with self._lock:
             if self._workdir is None:
                 self._workdir = Path(tempfile.mkdtemp(prefix="solidarity-outbox-"))
+                # a private folder: gone with the outbox (or the process), with any render
+                # an upload failed to take
+                weakref.finalize(self, shutil.rmtree, self._workdir, ignore_errors=True)
             return self._workdir
 
     def _get(self, key: str) -> Any | None:
@@ -363,17 +374,47 @@ class S3Outbox:
         finally:
             body.close()
 
-    def exists(self, relpath: str) -> bool:
-        key = self._key(relpath)
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's headers, or None when there is no such object."""
         try:
-            self._s3().head_object(Bucket=self.location.bucket, Key=key)
+            return self._s3().head_object(Bucket=self.location.bucket, Key=key)
         except DeliveryError:
             raise
         except Exception as exc:
             if _is_missing(exc):
-                return False
+                return None
             raise _failure(exc, f"could not look for {self._where(key)}") from exc
-        return True
+
+    def exists(self, relpath: str) -> bool:
+        return self._head(self._key(relpath)) is not None
+
+    def stat(self, relpath: str) -> Stored | None:
+        """The object's size and ``LastModified``, or None when it is missing."""
+        head = self._head(self._key(relpath))
+        if head is None:
+            return None
+        modified = head["LastModified"]
+        return Stored(size=int(head["ContentLength"]), modified=modified.astimezone(UTC))
+
+    def copy_to(self, relpath: str, target: Path) -> None:
+        """Stream the object into the local file ``target``, 1 MiB at a time."""
+        key = self._key(relpath)
+        body = self._get(key)
+        if body is None:
+            raise FileNotFoundError(f"no artefact at {self._where(key)}")
+        try:
+            with target.open("wb") as out:
+                for chunk in body.iter_chunks(CHUNK):
+                    out.write(chunk)
+        except Exception as exc:
+            target.unlink(missing_ok=True)
+            raise _failure(exc, f"could not copy {self._where(key)} to {target}") from exc
+        finally:
+            body.close()
+
+    def where(self, relpath: str) -> str:
+        """The object's URL, ``s3://bucket/prefix/relpath``."""
+        return self._where(self._key(relpath))
 
     def sha256(self, relpath: str) -> str | None:
         """The object's SHA-256 now, from its bytes (never its metadata), or None when missing."""

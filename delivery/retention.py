@@ -6,18 +6,18 @@ its messages' personal data go; import reject files (whole rows as supporters se
 go that long after they were written. The ledger records every erased file with its
 hash before the file is deleted, so ``audit verify`` still passes and tells an erased
 file from a lost one. Erasing a message's link key makes its keyed references in the
-ledger point at nobody (crypto-shredding).
+ledger point at nobody (crypto-shredding). Sizes and ages come from the outbox, so a local
+folder and an S3 bucket are purged alike.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from delivery.outbox import LocalOutbox
+from delivery.outbox import Outbox
 from delivery.store import Store
 from delivery.store.retention import ErasedFile, Erasure
 
@@ -54,7 +54,7 @@ class PurgeReport:
 
 def purge(
     store: Store,
-    outbox: LocalOutbox,
+    outbox: Outbox,
     *,
     days: int,
     now: datetime,
@@ -88,7 +88,7 @@ def _describe(
     *,
     days: int,
     dry_run: bool,
-    outbox: LocalOutbox,
+    outbox: Outbox,
 ) -> PurgeReport:
     report = PurgeReport(days=days, before=erasure.before, dry_run=dry_run)
     report.bundles = len(erasure.bundles)
@@ -107,21 +107,22 @@ def _describe(
     return report
 
 
-def _size(outbox: LocalOutbox, item: ErasedFile) -> int:
-    path = outbox.local_path(item.path)
-    return path.stat().st_size if path.is_file() else 0
+def _size(outbox: Outbox, item: ErasedFile) -> int:
+    stored = outbox.stat(item.path)
+    return stored.size if stored else 0
 
 
-def _old_rejects(outbox: LocalOutbox, before: datetime) -> list[ErasedFile]:
-    folder = outbox.local_path(REJECTS_FOLDER)
-    if not folder.is_dir():
-        return []
+def _old_rejects(outbox: Outbox, before: datetime) -> list[ErasedFile]:
+    """The import reject files (``rejected/*.csv``) last written before ``before``."""
     found: list[ErasedFile] = []
-    for path in sorted(folder.glob("*.csv")):
-        stat = path.stat()
-        if stat.st_mtime < before.timestamp():
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            found.append(
-                ErasedFile(path=f"{REJECTS_FOLDER}/{path.name}", sha256=digest, size=stat.st_size)
-            )
+    for path in outbox.walk(REJECTS_FOLDER):
+        name = path.removeprefix(f"{REJECTS_FOLDER}/")
+        if "/" in name or not name.endswith(".csv"):
+            continue
+        stored = outbox.stat(path)
+        if stored is None or stored.modified >= before:
+            continue
+        digest = outbox.sha256(path)
+        if digest is not None:  # None: deleted since it was listed
+            found.append(ErasedFile(path=path, sha256=digest, size=stored.size))
     return found

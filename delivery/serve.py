@@ -44,7 +44,7 @@ from starlette.types import Message
 
 from delivery.channels.fax_phaxio import CallbackError, parse_callback, verify_callback
 from delivery.config import Settings
-from delivery.outbox import Artefact, LocalOutbox
+from delivery.outbox import Artefact, Outbox
 from delivery.store.tracking import TrackingStore
 from delivery.tracking.fax import apply_status
 
@@ -133,14 +133,14 @@ def evidence_document(callback: Callback, url: str) -> bytes:
     return (json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def save_evidence(outbox: LocalOutbox, document: bytes) -> Artefact:
+def save_evidence(outbox: Outbox, document: bytes) -> Artefact:
     """Write the document under its own hash: the same callback twice is one file."""
     path = f"evidence/fax/{hashlib.sha256(document).hexdigest()[:32]}.json"
     return outbox.write(path, document)
 
 
 def create_app(
-    settings: Settings, store: TrackingStore, outbox: LocalOutbox, *, actor: str
+    settings: Settings, store: TrackingStore, outbox: Outbox, *, actor: str
 ) -> Starlette:
     """The callback service: ``POST /callbacks/phaxio`` and ``GET /healthz``."""
     phaxio = settings.fax.phaxio
@@ -197,7 +197,7 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
 def run_server(
     settings: Settings,
     store: TrackingStore,
-    outbox: LocalOutbox,
+    outbox: Outbox,
     *,
     actor: str,
     host: str,

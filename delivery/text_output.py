@@ -71,7 +71,7 @@ def show_review(items: Sequence[Any]) -> None:
 
 
 def show_status(
-    data: Mapping[str, Any], *, outbox: Path, files: Mapping[str, int] | None = None
+    data: Mapping[str, Any], *, outbox: str, files: Mapping[str, int] | None = None
 ) -> None:
     msgs = data["messages"]
     click.echo("messages   " + "  ".join(f"{state} {count}" for state, count in msgs.items()))

@@ -48,7 +48,7 @@ from delivery.models import (
     Part,
     Recipient,
 )
-from delivery.outbox import Artefact, LocalOutbox
+from delivery.outbox import Artefact, open_outbox
 from delivery.render.bundle import BundleDocument, RenderedBundle
 from delivery.render.email import compose_email
 from delivery.render.merge import Merged, Merger
@@ -136,6 +136,13 @@ class _Solo:
                 self._changed.notify_all()
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    """A bundle rendered but not stored (the outbox failed for now): planned again."""
+
+    reason: str
+
+
 def _counted(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' * (count != 1)}"
 
@@ -150,15 +157,19 @@ class Worker:
     def __init__(self, settings: Settings, store: Store, *, progress: Progress = _quiet) -> None:
         self.settings = settings
         self.store = store
-        self.outbox = LocalOutbox(settings.outbox_path)
+        self.outbox = open_outbox(settings)
         self.progress = progress
         self.actor = f"worker@{os.uname().nodename}:{os.getpid()}"
         self.retry = RetryPolicy()
         self.domains = DomainLimiter(
             concurrency=settings.limits.per_domain_concurrency,
             per_minute=settings.limits.per_domain_per_minute,
+            book=self._book_start,  # one pace per domain for every worker on the database
         )
         self._errors: list[str] = []
+
+    async def _book_start(self, domain: str, interval: float) -> float:
+        return await asyncio.to_thread(self.store.reserve_start, domain, interval)
 
     async def run_once(self, *, on_demand: bool = False) -> RunSummary:
         """Drain everything due now, then return what was done.
@@ -172,8 +183,10 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._collect(summary, on_demand=on_demand)
-            async with RenderPool(self.settings.render) as pool:
-                await self._merge(campaign, pool, summary)
+            # The render processes take seconds to start: only when there is a bundle.
+            if await asyncio.to_thread(self.store.bundles_in, "planned"):
+                async with RenderPool(self.settings.render) as pool:
+                    await self._merge(campaign, pool, summary)
             await self._deliver(campaign, summary)
         finally:
             heartbeat.cancel()
@@ -288,6 +301,7 @@ class Worker:
         merger = Merger(pool, self.settings.templates, self.settings.render, self.outbox.workdir)
         solo = _Solo()
         done = 0
+        deferred: set[str] = set()  # given back this run: the next run tries them again
 
         async def lane() -> None:
             nonlocal done
@@ -297,6 +311,7 @@ class Worker:
                     self.actor,
                     limit=1,
                     ttl=self.settings.worker.lease_seconds,
+                    skip=frozenset(deferred),
                 )
                 if not claimed:
                     return
@@ -313,6 +328,11 @@ class Worker:
                     outcome = await self._merge_one(campaign, merger, bundle)
                 done += 1
                 shown = f"[{done}/{max(total, done)}]"
+                if isinstance(outcome, _Deferred):
+                    deferred.add(bundle.id)
+                    summary.errors.append(outcome.reason)
+                    self.progress(f"{shown} not stored, left for the next run: {outcome.reason}")
+                    continue
                 if isinstance(outcome, str):
                     summary.bundles_failed += 1
                     summary.errors.append(outcome)
@@ -348,13 +368,25 @@ class Worker:
 
     async def _merge_one(
         self, campaign: Campaign, merger: Merger, bundle: BundleRow
-    ) -> Merged | str:
-        """The merged bundle, stored and recorded; or the error, recorded as its failure."""
+    ) -> Merged | str | _Deferred:
+        """The merged bundle, stored and recorded; or the error, recorded as its failure.
+
+        A transient failure of the outbox is not the bundle's: it is given back, planned.
+        """
+        merged: Merged | None = None
         try:
             doc = await asyncio.to_thread(self._document, campaign, bundle)
             merged = await merger.merge(doc)
             await asyncio.to_thread(self._store_rendered, bundle, merged)
             return merged
+        except TransientError as exc:
+            # The outbox could not take the files this time (S3 answering 5xx, a timeout):
+            # the bundle stays planned for the next run, and its render (supporters' words)
+            # is not left behind in the scratch folder.
+            if merged is not None:
+                merged.path.unlink(missing_ok=True)
+            await asyncio.to_thread(self.store.render_deferred, bundle.id, self.actor)
+            return _Deferred(f"bundle {bundle.id} for {bundle.case}/{bundle.slug}: {exc}")
         except (DeliveryError, OSError) as exc:
             error = f"bundle {bundle.id} for {bundle.case}/{bundle.slug}: {exc}"
             await asyncio.to_thread(

@@ -16,7 +16,7 @@ from email import policy
 from delivery.channels.base import Parcel, Receipt
 from delivery.errors import PermanentChannelError
 from delivery.models import ChannelName, DeliveryState, ProofLevel
-from delivery.outbox import Artefact, LocalOutbox
+from delivery.outbox import Artefact, Outbox
 
 # One path component: no separators, no control characters, no leading dot.
 _COMPONENT = re.compile(r"[^/\\.\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*")
@@ -77,7 +77,7 @@ class EmailSpool:
 
     name = ChannelName.EMAIL
 
-    def __init__(self, outbox: LocalOutbox) -> None:
+    def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
     async def send(self, parcel: Parcel) -> Receipt:

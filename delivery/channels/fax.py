@@ -38,7 +38,7 @@ from delivery.channels.base import Parcel, Receipt
 from delivery.config import SHIPPED_TEMPLATES
 from delivery.errors import ChannelSetupError, PermanentChannelError, RenderError
 from delivery.models import ChannelName, DeliveryState, ProofLevel
-from delivery.outbox import Artefact, LocalOutbox
+from delivery.outbox import Artefact, Outbox
 from delivery.render.env import make_environment, render_template
 
 E164 = re.compile(r"\+[1-9]\d{7,14}")
@@ -353,7 +353,7 @@ class FaxSpool:
 
     name = ChannelName.FAX
 
-    def __init__(self, outbox: LocalOutbox, *, templates: Path = SHIPPED_TEMPLATES) -> None:
+    def __init__(self, outbox: Outbox, *, templates: Path = SHIPPED_TEMPLATES) -> None:
         self._outbox = outbox
         self._templates = templates
         self._env = make_environment(templates)

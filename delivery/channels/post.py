@@ -49,7 +49,7 @@ from delivery.models import (
     ProofLevel,
     Recipient,
 )
-from delivery.outbox import Artefact, LocalOutbox
+from delivery.outbox import Artefact, Outbox
 from delivery.render.env import make_environment, render_template
 
 MANIFEST_COLUMNS = (
@@ -308,7 +308,7 @@ class PostSpool:
 
     def __init__(
         self,
-        outbox: LocalOutbox,
+        outbox: Outbox,
         *,
         job_id: str,
         templates: Path = SHIPPED_TEMPLATES,

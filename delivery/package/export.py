@@ -23,7 +23,7 @@ from delivery.audit import write_checkpoint
 from delivery.checkpoint import Checkpoint, CheckpointError
 from delivery.errors import InputError, LedgerError, NotFoundError
 from delivery.ledger import GENESIS, Event, utc_stamp
-from delivery.outbox import LocalOutbox
+from delivery.outbox import Outbox
 from delivery.package import layout
 from delivery.package.layout import b64
 from delivery.package.tree import LeafTree
@@ -213,7 +213,7 @@ class _Scan:
 
 def export_package(
     store: Store,
-    outbox: LocalOutbox,
+    outbox: Outbox,
     output: Path,
     *,
     case: str,
@@ -272,7 +272,7 @@ def _tick(progress: Callable[[str], None], seq: int, verb: str) -> None:
         progress(f"  {verb} {seq} events")
 
 
-def _choose_checkpoint(checkpoints: list[_Recorded], outbox: LocalOutbox) -> tuple[_Recorded, str]:
+def _choose_checkpoint(checkpoints: list[_Recorded], outbox: Outbox) -> tuple[_Recorded, str]:
     """The newest checkpoint whose note is still in the outbox as recorded, and the note."""
     for recorded in sorted(checkpoints, key=lambda r: r.seq, reverse=True):
         if outbox.sha256(recorded.path) == recorded.sha256:
@@ -301,7 +301,7 @@ class _Writer:
         self,
         *,
         store: Store,
-        outbox: LocalOutbox,
+        outbox: Outbox,
         folder: Path,
         scan: _Scan,
         chosen: _Recorded,
@@ -489,16 +489,17 @@ class _Writer:
         for item in files:
             if not self.outbox.exists(item.path):
                 raise LedgerError(
-                    f"file {item.path} (recorded by event {item.recorded_by}) is missing from"
-                    " the outbox: run `solidarity audit verify`"
+                    f"file {self.outbox.where(item.path)} (recorded by event"
+                    f" {item.recorded_by}) is missing from the outbox:"
+                    " run `solidarity audit verify`"
                 )
             target = self.folder / layout.FILES / PurePosixPath(item.path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.outbox.local_path(item.path), target)
+            self.outbox.copy_to(item.path, target)
             if layout.file_sha256(target) != item.sha256:
                 raise LedgerError(
-                    f"file {item.path} does not match the hash recorded by event"
-                    f" {item.recorded_by}: run `solidarity audit verify`"
+                    f"file {self.outbox.where(item.path)} does not match the hash recorded by"
+                    f" event {item.recorded_by}: run `solidarity audit verify`"
                 )
             copied.append(
                 {

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from delivery.errors import ConfigurationError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD = "0004"
+HEAD = "0005"
 
 
 def make_engine(url: str) -> Engine:

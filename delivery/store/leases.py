@@ -14,15 +14,26 @@ nor steal a live one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Float, and_, func, literal_column, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Float,
+    and_,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy import update as sql_update
 
 from delivery.models import DeliveryState
+from delivery.store.engine import take_turns
 from delivery.store.retention import RetentionStore
-from delivery.store.schema import bundles, deliveries
+from delivery.store.schema import bundles, deliveries, domain_pace
 from delivery.store.work import (
     BundleRow,
     DeliveryRow,
@@ -77,10 +88,18 @@ def _claim(
 
 
 class LeaseStore(RetentionStore):
-    def claim_bundles(self, owner: str, *, limit: int, ttl: float) -> list[BundleRow]:
-        """Up to ``limit`` planned bundles no live worker holds, now held by ``owner``."""
+    def claim_bundles(
+        self, owner: str, *, limit: int, ttl: float, skip: Collection[str] = ()
+    ) -> list[BundleRow]:
+        """Up to ``limit`` planned bundles no live worker holds, now held by ``owner``.
+
+        ``skip`` names bundles this worker gave back in this run: not taken again.
+        """
+        wanted = bundles.c.state == "planned"
+        if skip:
+            wanted = and_(wanted, bundles.c.id.not_in(list(skip)))
         with self.transaction() as conn:
-            ids = _claim(conn, bundles, bundles.c.state == "planned", owner, limit, ttl)
+            ids = _claim(conn, bundles, wanted, owner, limit, ttl)
             if not ids:
                 return []
             rows = conn.execute(
@@ -103,6 +122,15 @@ class LeaseStore(RetentionStore):
                 sql_update(bundles)
                 .where(bundles.c.id == bundle_id)
                 .values(unfinished_renders=bundles.c.unfinished_renders + 1)
+            )
+
+    def render_deferred(self, bundle_id: str, owner: str) -> None:
+        """A render that ended without a crash but was not stored: planned, unclaimed again."""
+        with self.transaction() as conn:
+            conn.execute(
+                sql_update(bundles)
+                .where(bundles.c.id == bundle_id, bundles.c.lease_owner == owner)
+                .values(unfinished_renders=0, lease_owner="", lease_expires=0)
             )
 
     def claim_deliveries(
@@ -179,3 +207,29 @@ class LeaseStore(RetentionStore):
                 for owner, count in rows:
                     held[str(owner)] = held.get(str(owner), 0) + int(count)
         return held
+
+    def reserve_start(self, domain: str, interval: float) -> float:
+        """Book the next start for an e-mail to ``domain``; the seconds to wait for it.
+
+        Starts to one domain are ``interval`` seconds apart for every worker on this
+        database together, by the database's clock: N workers do not press a ministry's
+        mail server N times as hard. The booking is taken before the wait, so workers
+        waiting at once get successive starts.
+        """
+        key = domain.lower()
+        with self.transaction() as conn:
+            take_turns(conn, f"pace:{key}")  # then read the clock: the wait is not counted
+            now = float(conn.execute(select(db_clock(conn))).scalar_one())
+            booked = conn.execute(
+                select(domain_pace.c.next_start).where(domain_pace.c.domain == key)
+            ).scalar()
+            start = max(now, float(booked)) if booked is not None else now
+            if booked is None:
+                conn.execute(insert(domain_pace).values(domain=key, next_start=start + interval))
+            else:
+                conn.execute(
+                    sql_update(domain_pace)
+                    .where(domain_pace.c.domain == key)
+                    .values(next_start=start + interval)
+                )
+        return start - now

@@ -20,7 +20,7 @@ from delivery.models import (
     message_ref,
     sha256_hex,
 )
-from delivery.store.base import StoreBase, now
+from delivery.store.base import STATISTICS_FIRST, StoreBase, in_chunks, now
 from delivery.store.schema import import_batches, message_recipients, messages
 
 # A caseworker may change a decision until the message is in a bundle.
@@ -56,6 +56,9 @@ class ReviewItem:
     flags: tuple[str, ...]
     body: str
     note: str
+
+
+GROWN_BY_IMPORT = ("messages", "message_recipients", "ledger")
 
 
 class MessageStore(StoreBase):
@@ -103,6 +106,7 @@ class MessageStore(StoreBase):
                     for mid, s, row in zip(new_ids, fresh, rows, strict=True)
                 ],
             )
+        self._grown(len(fresh), *GROWN_BY_IMPORT)
         return len(fresh), len(items) - len(fresh)
 
     def _drop_duplicates(self, conn: Connection, items: Sequence[Screened]) -> list[Screened]:
@@ -151,6 +155,8 @@ class MessageStore(StoreBase):
                 "rejected": rejected,
             }
             self.record(conn, "import.batch", f"batch:{batch_id}", payload, actor)
+        if imported >= STATISTICS_FIRST:
+            self.refresh_statistics(*GROWN_BY_IMPORT)  # for the worker's first plans
 
     # -- review ---------------------------------------------------------------------------
 
@@ -198,42 +204,50 @@ class MessageStore(StoreBase):
         return [i for i in items if i.flags] if flagged else items
 
     def decide(self, ids: Sequence[int], state: ReviewState, *, actor: str, note: str = "") -> int:
-        """Approve, reject or hold messages; returns how many changed."""
+        """Approve, reject or hold messages, all or none; returns how many changed."""
         with self.transaction() as conn:
-            rows = conn.execute(
-                select(messages.c.id, messages.c.review_state).where(messages.c.id.in_(list(ids)))
-            ).all()
-            bundled = self._bundled(conn, ids)
-            entries: list[chain.Entry] = []
-            for mid, current in rows:
-                old = ReviewState(current)
-                if old == state:
-                    continue
-                if state not in REVIEW_MOVES[old] or int(mid) in bundled:
-                    why = "already in a bundle" if int(mid) in bundled else f"it is {old}"
-                    raise InputError(f"message {mid}: cannot be {state} now ({why})")
-                entries.append(
-                    chain.Entry(
-                        kind=f"review.{state}",
-                        subject=f"message:{mid}",
-                        payload={"from": str(old), "note": note},
-                        actor=actor,
-                    )
-                )
-            touched = [int(e.subject.split(":")[1]) for e in entries]
-            if touched:
-                conn.execute(
-                    update(messages)
-                    .where(messages.c.id.in_(touched))
-                    .values(
-                        review_state=str(state),
-                        review_note=note,
-                        reviewed_by=actor,
-                        reviewed_at=now(),
-                    )
-                )
-                self.append(conn, entries)
+            touched: list[int] = []
+            for chunk in in_chunks(sorted(set(ids))):
+                touched += self._decide(conn, chunk, state, actor=actor, note=note)
             return len(touched)
+
+    def _decide(
+        self, conn: Connection, ids: Sequence[int], state: ReviewState, *, actor: str, note: str
+    ) -> list[int]:
+        rows = conn.execute(
+            select(messages.c.id, messages.c.review_state).where(messages.c.id.in_(list(ids)))
+        ).all()
+        bundled = self._bundled(conn, ids)
+        entries: list[chain.Entry] = []
+        for mid, current in sorted(rows):
+            old = ReviewState(current)
+            if old == state:
+                continue
+            if state not in REVIEW_MOVES[old] or int(mid) in bundled:
+                why = "already in a bundle" if int(mid) in bundled else f"it is {old}"
+                raise InputError(f"message {mid}: cannot be {state} now ({why})")
+            entries.append(
+                chain.Entry(
+                    kind=f"review.{state}",
+                    subject=f"message:{mid}",
+                    payload={"from": str(old), "note": note},
+                    actor=actor,
+                )
+            )
+        touched = [int(e.subject.split(":")[1]) for e in entries]
+        if touched:
+            conn.execute(
+                update(messages)
+                .where(messages.c.id.in_(touched))
+                .values(
+                    review_state=str(state),
+                    review_note=note,
+                    reviewed_by=actor,
+                    reviewed_at=now(),
+                )
+            )
+            self.append(conn, entries)
+        return touched
 
     def _bundled(self, conn: Connection, ids: Sequence[int]) -> set[int]:
         query = select(message_recipients.c.message_id).where(

@@ -212,6 +212,15 @@ deliveries = Table(
     Index("ix_deliveries_state", "state"),
 )
 
+# When the next e-mail to a domain may start, by the database's clock (seconds since the
+# epoch): one pace per domain shared by every worker, not one per worker process.
+domain_pace = Table(
+    "domain_pace",
+    metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("next_start", Float, nullable=False),
+)
+
 # The pieces of one delivery a provider tracks on its own: the e-mails of a split digest,
 # the faxes of a long bundle, the envelopes of a prison bundle.
 delivery_parts = Table(

@@ -24,7 +24,7 @@ from delivery.models import (
     stable_id,
 )
 from delivery.outbox import Artefact
-from delivery.store.base import now
+from delivery.store.base import in_chunks, now
 from delivery.store.messages import MessageStore
 from delivery.store.schema import (
     bundles,
@@ -173,14 +173,15 @@ class WorkStore(MessageStore):
                     created_at=now(),
                 )
             )
-            conn.execute(
-                update(message_recipients)
-                .where(
-                    message_recipients.c.recipient_id == recipient_id,
-                    message_recipients.c.message_id.in_(ids),
+            for chunk in in_chunks(ids):
+                conn.execute(
+                    update(message_recipients)
+                    .where(
+                        message_recipients.c.recipient_id == recipient_id,
+                        message_recipients.c.message_id.in_(chunk),
+                    )
+                    .values(bundle_id=bundle_id)
                 )
-                .values(bundle_id=bundle_id)
-            )
             payload = {
                 "recipient_id": recipient_id,
                 "period": period,

@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 
 from delivery.errors import InvalidTransitionError
 from delivery.models import TRANSITIONS, DeliveryState
-from delivery.outbox import LocalOutbox
+from delivery.outbox import LocalOutbox, Outbox
 from delivery.store import Store
 from delivery.tracking.dsn import BounceReport, NotABounce, Unparseable, classify, outcome, scrub
-from delivery.tracking.mailboxes import quarantine
+from delivery.tracking.mailboxes import quarantine, quarantine_files
 
 
 @dataclass(kw_only=True)
 class TrackReport:
     read: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)  # "bounced", "noted", "auto-reply", ...
-    quarantined: list[str] = field(default_factory=list)  # paths, for a person to look at
+    quarantined: list[str] = field(default_factory=list)  # paths or s3:// URLs, for a person
 
     def as_dict(self) -> dict[str, object]:
         return {"read": self.read, "outcomes": dict(self.outcomes), "quarantined": self.quarantined}
@@ -36,7 +36,7 @@ class TrackReport:
 @dataclass(frozen=True, kw_only=True)
 class BounceTracker:
     store: Store
-    outbox: LocalOutbox
+    outbox: Outbox
     bounce_domain: str
     keep_addresses: tuple[str, ...]  # the organisation's own addresses and domains, not scrubbed
     actor: str
@@ -100,6 +100,20 @@ class BounceTracker:
         return str(target)
 
     def _quarantine(self, raw: bytes, reason: str, report: TrackReport) -> str:
-        path = quarantine(raw, self.outbox.root / "quarantine" / "bounces", reason)
-        report.quarantined.append(str(path.resolve()))
+        report.quarantined.append(quarantine_in(self.outbox, "quarantine/bounces", raw, reason))
         return "quarantined"
+
+
+def quarantine_in(outbox: Outbox, folder: str, raw: bytes, reason: str) -> str:
+    """Keep a report for a person under ``folder`` of the outbox; where they find it.
+
+    A local outbox keeps it in a folder only its owner may open (:func:`quarantine`), and
+    gives the report's full path; an S3 outbox keeps the same two files as objects, the
+    reason first, and gives the report's s3:// URL.
+    """
+    if isinstance(outbox, LocalOutbox):
+        return str(quarantine(raw, outbox.local_path(folder), reason).resolve())
+    (reason_name, text), (name, _) = quarantine_files(raw, reason)
+    outbox.write(f"{folder}/{reason_name}", text)
+    outbox.write(f"{folder}/{name}", raw)
+    return outbox.where(f"{folder}/{name}")

@@ -187,6 +187,15 @@ def quarantine(raw: bytes, folder: Path, reason: str) -> Path:
     path of the ``.eml`` file.
     """
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (reason_name, text), (name, _) = quarantine_files(raw, reason)
+    _write_whole(folder / reason_name, text)
+    target = folder / name
+    _write_whole(target, raw)
+    return target
+
+
+def quarantine_files(raw: bytes, reason: str) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """The two quarantined files, in the order to write them: the reason, then the report."""
     digest = hashlib.sha256(raw).hexdigest()
     stem = f"report-{digest[:32]}"
     note = "".join(ch if ch.isprintable() or ch == "\n" else " " for ch in reason)
@@ -195,10 +204,7 @@ def quarantine(raw: bytes, folder: Path, reason: str) -> Path:
         f"reason: {note}\nreport: {stem}.eml\nsize: {len(raw)} bytes\n"
         f"sha256: {digest}\nquarantined: {when}\n"
     )
-    _write_whole(folder / f"{stem}.reason.txt", text.encode("utf-8"))
-    target = folder / f"{stem}.eml"
-    _write_whole(target, raw)
-    return target
+    return (f"{stem}.reason.txt", text.encode("utf-8")), (f"{stem}.eml", raw)
 
 
 def _write_whole(path: Path, data: bytes) -> None:

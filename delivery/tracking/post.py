@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from delivery.channels.post import STATUS_COLUMNS, csv_document, spreadsheet_safe
 from delivery.errors import InputError
 from delivery.models import TRANSITIONS, ChannelName, DeliveryState, ProofLevel
-from delivery.outbox import Artefact, LocalOutbox
+from delivery.outbox import Artefact, Outbox
 from delivery.store import Store
 from delivery.store.tracking import Report
 
@@ -155,7 +155,7 @@ class MarkReport:
         }
 
 
-def mark(store: Store, outbox: LocalOutbox, path: Path, *, actor: str) -> MarkReport:
+def mark(store: Store, outbox: Outbox, path: Path, *, actor: str) -> MarkReport:
     """Check every row of the status file at ``path``, then apply them all, or none.
 
     Raises :class:`InputError` listing each problem as ``<file>:<line>: <field>: <reason>``

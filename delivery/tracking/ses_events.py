@@ -57,13 +57,12 @@ from delivery.errors import (
     TransientError,
 )
 from delivery.models import ChannelName, DeliveryState, ProofLevel
-from delivery.outbox import LocalOutbox
+from delivery.outbox import Outbox
 from delivery.store import Store
 from delivery.store.tracking import Report
 from delivery.store.work import DeliveryRow
-from delivery.tracking.bounces import TrackReport
+from delivery.tracking.bounces import TrackReport, quarantine_in
 from delivery.tracking.dsn import REDACTED
-from delivery.tracking.mailboxes import quarantine
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -333,7 +332,7 @@ class SesEventTracker:
     """Applies SES records to the deliveries whose e-mails they are about."""
 
     store: Store
-    outbox: LocalOutbox
+    outbox: Outbox
     keep_addresses: tuple[str, ...]  # the organisation's own addresses and domains
     actor: str
 
@@ -399,8 +398,7 @@ class SesEventTracker:
         return tuple(email for email in found if email)
 
     def _quarantine(self, raw: bytes, reason: str, report: TrackReport) -> str:
-        path = quarantine(raw, self.outbox.root / "quarantine" / "ses", reason)
-        report.quarantined.append(str(path.resolve()))
+        report.quarantined.append(quarantine_in(self.outbox, "quarantine/ses", raw, reason))
         return "quarantined"
 
 
@@ -485,7 +483,7 @@ def queue_client(settings: Settings) -> SQSClient:
 def track_ses(
     settings: Settings,
     store: Store,
-    outbox: LocalOutbox,
+    outbox: Outbox,
     *,
     keep_addresses: Iterable[str],
     actor: str,

@@ -1,9 +1,8 @@
 """The S3 outbox against moto: the local outbox's contract, its hashes, and failed uploads.
 
 Moto runs as a real server on a local port. The failures S3 gives but moto does not come
-from two small local servers: a proxy in front of moto that answers the first PUTs with
-``503 SlowDown`` (S3's XML error body), and a socket that takes connections and never
-answers.
+from the small local servers of :mod:`tests.s3_servers`: a proxy in front of moto that
+answers the first PUTs with ``503 SlowDown``, and a socket that never answers.
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.client import HTTPConnection
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import boto3
@@ -30,6 +27,7 @@ from delivery.errors import ConfigurationError, InputError, TransientError
 from delivery.outbox import LocalOutbox
 from delivery.outbox_s3 import MIN_PART, S3Location, S3Outbox
 from tests.moto_server import moto_server, offline_aws
+from tests.s3_servers import FailingProxy, failing_proxy, silent_server
 
 REGION = "us-east-1"
 
@@ -127,6 +125,43 @@ def test_round_trips_give_the_local_outboxs_paths_and_hashes(
     keys = {item["Key"] for item in plain.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "outbox/a/b" in keys  # the prefix, then the normalised relative path
     assert "outbox/dotted/start.txt" in keys
+
+
+def test_stat_copy_and_names_as_the_local_outbox_gives_them(
+    outbox: S3Outbox, tmp_path: Path, bucket: str
+) -> None:
+    local = LocalOutbox(tmp_path / "local")
+    before = datetime.now(UTC).replace(microsecond=0)  # S3 keeps whole seconds
+    for relpath in ("letters/one.pdf", "empty.bin"):
+        data = SAMPLES["a/c/d.pdf"] if relpath.endswith(".pdf") else b""
+        outbox.write(relpath, data)
+        local.write(relpath, data)
+        remote, here = outbox.stat(relpath), local.stat(relpath)
+        assert remote is not None
+        assert here is not None
+        assert remote.size == here.size == len(data)
+        for stored in (remote, here):
+            assert stored.modified.tzinfo is not None
+            assert before - timedelta(seconds=5) <= stored.modified <= datetime.now(UTC)
+
+        (tmp_path / "copies").mkdir(exist_ok=True)
+        copy = tmp_path / "copies" / PurePosixPath(relpath).name
+        outbox.copy_to(relpath, copy)
+        assert copy.read_bytes() == data
+        local.copy_to(relpath, copy)
+        assert copy.read_bytes() == data
+
+    assert outbox.stat("missing.pdf") is local.stat("missing.pdf") is None
+    assert outbox.stat("letters") is local.stat("letters") is None  # a folder, not a file
+    for made in (outbox, local):
+        with pytest.raises(FileNotFoundError):
+            made.copy_to("missing.pdf", tmp_path / "copies" / "missing.pdf")
+    assert not (tmp_path / "copies" / "missing.pdf").exists()
+
+    assert outbox.where("a//b.pdf") == f"s3://{bucket}/outbox/a/b.pdf"
+    assert local.where("a/b.pdf") == "a/b.pdf"  # the ledger's own path, as before
+    with pytest.raises(InputError, match="must be relative"):
+        outbox.where("../b.pdf")
 
 
 @pytest.mark.parametrize("relpath", ["/etc/passwd", "../escape", "a/../../b", "", ".", "./"])
@@ -239,88 +274,10 @@ def test_adopting_a_small_file_gives_the_local_outboxs_artefact(
 # -- failures -----------------------------------------------------------------------------
 
 
-class FailingProxy:
-    """A proxy in front of moto that answers the first ``fail_puts`` PUTs with 503."""
-
-    def __init__(self, upstream: str) -> None:
-        host, port = upstream.removeprefix("http://").split(":")
-        self.upstream = (host, int(port))
-        self.fail_puts = 0
-        self.puts = 0
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(self))
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def failing(self, method: str) -> bool:
-        if method != "PUT":
-            return False
-        with self.lock:
-            self.puts += 1
-            return self.puts <= self.fail_puts
-
-
-HOP = frozenset({"connection", "content-length", "expect", "keep-alive", "transfer-encoding"})
-SLOW_DOWN = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-    b"<Message>Please reduce your request rate.</Message><RequestId>proxy</RequestId></Error>"
-)
-
-
-def _proxy_handler(proxy: FailingProxy) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, and 100-continue answered
-
-        def _relay(self) -> None:
-            assert "chunked" not in self.headers.get("Transfer-Encoding", "")
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-            if proxy.failing(self.command):
-                self._answer(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
-                return
-            upstream = HTTPConnection(*proxy.upstream, timeout=30)
-            try:
-                sent = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
-                upstream.request(self.command, self.path, body=body, headers=sent)
-                answer = upstream.getresponse()
-                payload = answer.read()
-                kept = {k: v for k, v in answer.getheaders() if k.lower() not in HOP}
-                if self.command == "HEAD":  # no body, but the object's length
-                    kept["Content-Length"] = answer.getheader("Content-Length") or "0"
-                self._answer(answer.status, kept, payload)
-            finally:
-                upstream.close()
-
-        def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
-            self.send_response(status)
-            headers.setdefault("Content-Length", str(len(body)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay  # noqa: N815
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    return Handler
-
-
 @pytest.fixture
 def proxy(moto_url: str) -> Iterator[FailingProxy]:
-    made = FailingProxy(moto_url)
-    made.thread.start()
-    try:
+    with failing_proxy(moto_url) as made:
         yield made
-    finally:
-        made.server.shutdown()
-        made.server.server_close()
 
 
 def _through(proxy: FailingProxy, bucket: str, tmp_path: Path) -> S3Outbox:
@@ -378,29 +335,8 @@ def test_a_failed_adopt_keeps_the_local_file(
 
 @pytest.fixture
 def silent_url() -> Iterator[str]:
-    """A server that accepts connections and never says a word."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()
+    with silent_server() as url:
+        yield url
 
 
 def test_an_endpoint_that_never_answers_is_transient_within_the_timeout(silent_url: str) -> None:

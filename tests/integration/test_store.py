@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from delivery.campaign import load_campaign
-from delivery.config import Settings
+from delivery.config import IntakeSettings, Settings
 from delivery.errors import InputError, InvalidTransitionError
 from delivery.importer import import_messages
 from delivery.ledger import Entry, verify, verify_chain
 from delivery.models import ChannelName, DeliveryState, Part, ReviewState
 from delivery.outbox import LocalOutbox
 from delivery.store import Store
+from delivery.store import base as store_base
 from delivery.store.engine import HEAD
 from delivery.worker import Worker
 from tests.postgres import Databases, PostgresServer, sql
@@ -97,6 +98,33 @@ def test_a_bundled_message_can_no_longer_be_rejected(store: Store, settings: Set
     (mid,) = store.resolve(["pl-0001"])
     with pytest.raises(InputError, match="already in a bundle"):
         store.decide([mid], ReviewState.REJECTED, actor="test")
+
+
+def test_decisions_and_bundles_span_many_statements_all_or_nothing(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_base, "IN_LIST", 2)  # a campaign's 600,000 ids, in miniature
+    _import(store, settings)
+    clean = store.clean_pending(case=None)
+    assert len(clean) > store_base.IN_LIST
+    assert store.decide(clean + clean[:1], ReviewState.APPROVED, actor="test") == len(clean)
+    approved = [
+        e.subject for e in store.events() if (e.kind, e.actor) == ("review.approved", "test")
+    ]
+    assert approved == [f"message:{m}" for m in sorted(clean)]
+
+    rid = _recipient_id(store, "viktor-arkhipov", "ru-prosecutor-general")
+    bundle = store.create_bundle(rid, "once", actor="test")
+    assert bundle is not None
+    assert {m.external_id for m in store.bundle_messages(bundle)} == {"pl-0001", "de-0001"}
+
+    (bundled,) = store.resolve(["pl-0001"])
+    others = [m for m in clean if m != bundled]
+    before = store.ledger_size()
+    with pytest.raises(InputError, match="already in a bundle"):  # in the last statement
+        store.decide([*others, bundled], ReviewState.REJECTED, actor="test", note="spam")
+    assert store.ledger_size() == before
+    assert store.status(case=None, recipient=None)["messages"]["rejected"] == 0
 
 
 def test_same_bundle_id_for_same_messages_and_period_in_one_installation(
@@ -311,3 +339,30 @@ def test_a_nul_in_a_servers_reply_is_kept_not_fatal(store: Store, settings: Sett
     assert (row.state, row.last_error, row.provider_ref) == (DeliveryState.DEFERRED, kept, kept)
     assert [p.detail for p in store.parts(delivery)] == [kept]
     assert verify_chain(store.events()) is None  # the ledger's JSON keeps the reply as given
+
+
+def test_values_longer_than_their_columns_are_refused_at_intake_on_both_engines(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    roomy = settings.model_copy(update={"intake": IntakeSettings(max_field_chars=1_000)})
+    header, first = (FIXTURES / "messages_sample.csv").read_text().splitlines()[:2]
+    long_id = "x" * 201
+    long_language = "en-" + "-".join(["abcdefgh"] * 4)  # a well-formed tag of 38 characters
+    rows = [
+        first,
+        first.replace("pl-0001", long_id, 1),
+        first.replace("pl-0001", "pl-0009", 1).replace(",PL,pl,", f",PL,{long_language},", 1),
+    ]
+    path = tmp_path / "long.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+
+    report = import_messages(store, path, source="web", settings=roomy)
+
+    assert report.imported == 1
+    reasons = {(r["line"], r["field"]): r["reason"] for r in report.as_dict()["rejected"]}
+    assert reasons == {
+        (3, "external_id"): "has 201 characters, the limit is 200",
+        (4, "language"): "has 38 characters, the limit is 35",
+    }
+    with pytest.raises(InputError, match="--source has 201 characters, the limit is 200"):
+        import_messages(store, path, source="s" * 201, settings=roomy)
