@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench_intake import insert_in_chunks
 from bench_render import authority_document
 from bench_render import baseline as raw_weasyprint
 from harness import Probe, Result, Sample, Side, measure, progress
@@ -52,7 +53,6 @@ from sqlalchemy.engine import make_url
 
 from delivery.config import Settings
 from delivery.demo import DEMO_CAMPAIGN_TOML, write_messages_csv
-from delivery.importer import CHUNK
 from delivery.render.bundle import render_bundle_html
 
 DEFAULT_MESSAGES = 1_400_000
@@ -193,27 +193,16 @@ def _raw_inserts(server: Any, path: Path, probe: Probe) -> tuple[int, dict[str, 
         conn.execute(f"CREATE TABLE messages (id bigserial PRIMARY KEY, {typed})")
         conn.commit()
         insert = f"INSERT INTO messages ({names}) VALUES ({marks})"  # noqa: S608
-        total = 0
-        with probe, path.open(encoding="utf-8", newline="") as handle:
-            chunk: list[tuple[str, ...]] = []
-            for row in csv.DictReader(handle):
-                chunk.append(tuple(row[c] for c in columns))
-                if len(chunk) >= CHUNK:
-                    total += _commit(conn, insert, chunk)
-            total += _commit(conn, insert, chunk)
+
+        def commit(chunk: list[tuple[str, ...]]) -> None:
+            with conn.cursor() as cursor:
+                cursor.executemany(insert, chunk)
+            conn.commit()
+
+        with probe:
+            total = insert_in_chunks(path, columns, commit)
         stored = conn.execute("SELECT count(*) FROM messages").fetchone()
     return total, {"messages_stored": int(stored[0]) if stored else 0}
-
-
-def _commit(conn: Any, insert: str, chunk: list[tuple[str, ...]]) -> int:
-    if not chunk:
-        return 0
-    with conn.cursor() as cursor:
-        cursor.executemany(insert, chunk)
-    conn.commit()
-    done = len(chunk)
-    chunk.clear()
-    return done
 
 
 def _raw_render(work_dir: Path) -> Sample:

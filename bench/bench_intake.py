@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,26 +89,31 @@ def baseline(path: Path, probe: Probe) -> tuple[int, dict[str, Any]]:
 
 
 def _insert_all(conn: sqlite3.Connection, path: Path, insert: str, columns: list[str]) -> int:
+    def commit(chunk: list[tuple[str, ...]]) -> None:
+        conn.execute("BEGIN")
+        conn.executemany(insert, chunk)
+        conn.execute("COMMIT")
+
+    return insert_in_chunks(path, columns, commit)
+
+
+def insert_in_chunks(
+    path: Path, columns: list[str], commit: Callable[[list[tuple[str, ...]]], None]
+) -> int:
+    """The CSV's rows as tuples of ``columns``, ``CHUNK`` at a time to ``commit``; how many."""
     total = 0
+    chunk: list[tuple[str, ...]] = []
     with path.open(encoding="utf-8", newline="") as handle:
-        chunk: list[tuple[str, ...]] = []
         for row in csv.DictReader(handle):
             chunk.append(tuple(row[c] for c in columns))
             if len(chunk) >= CHUNK:
-                total += _commit(conn, insert, chunk)
-        total += _commit(conn, insert, chunk)
+                commit(chunk)
+                total += len(chunk)
+                chunk = []
+    if chunk:
+        commit(chunk)
+        total += len(chunk)
     return total
-
-
-def _commit(conn: sqlite3.Connection, insert: str, chunk: list[tuple[str, ...]]) -> int:
-    if not chunk:
-        return 0
-    conn.execute("BEGIN")
-    conn.executemany(insert, chunk)
-    conn.execute("COMMIT")
-    done = len(chunk)
-    chunk.clear()
-    return done
 
 
 def run(*, quick: bool, reps: int, work_dir: Path) -> Result:

@@ -20,7 +20,6 @@ import click
 from delivery import __version__, importer, ledger
 from delivery import campaign as campaign_file
 from delivery import review as review_rules
-from delivery.channels.fax_phaxio import PhaxioFax
 from delivery.config import FaxGateway, Settings, load_settings
 from delivery.errors import DeliveryError, InputError
 from delivery.models import Campaign, ChannelName, DeliveryState, Recipient, ReviewState
@@ -569,6 +568,7 @@ def track_fax(obj: Context, as_json: bool) -> None:
     if settings.fax.gateway is not FaxGateway.PHAXIO:
         raise InputError("track fax: set SOLIDARITY_FAX__GATEWAY=phaxio (and its API key)")
 
+    from delivery.channels.fax_phaxio import PhaxioFax
     from delivery.tracking.fax import poll_phaxio
 
     async def poll() -> dict[str, int]:

@@ -329,7 +329,8 @@ class Worker:
                 done += 1
                 shown = f"[{done}/{max(total, done)}]"
                 if isinstance(outcome, _Deferred):
-                    deferred.add(bundle.id)
+                    deferred.add(bundle.id)  # before it is given back: no lane takes it again
+                    await asyncio.to_thread(self.store.render_deferred, bundle.id, self.actor)
                     summary.errors.append(outcome.reason)
                     self.progress(f"{shown} not stored, left for the next run: {outcome.reason}")
                     continue
@@ -371,7 +372,7 @@ class Worker:
     ) -> Merged | str | _Deferred:
         """The merged bundle, stored and recorded; or the error, recorded as its failure.
 
-        A transient failure of the outbox is not the bundle's: it is given back, planned.
+        A transient failure of the outbox is not the bundle's: the caller gives it back.
         """
         merged: Merged | None = None
         try:
@@ -385,7 +386,6 @@ class Worker:
             # is not left behind in the scratch folder.
             if merged is not None:
                 merged.path.unlink(missing_ok=True)
-            await asyncio.to_thread(self.store.render_deferred, bundle.id, self.actor)
             return _Deferred(f"bundle {bundle.id} for {bundle.case}/{bundle.slug}: {exc}")
         except (DeliveryError, OSError) as exc:
             error = f"bundle {bundle.id} for {bundle.case}/{bundle.slug}: {exc}"
