@@ -67,7 +67,7 @@ def test_two_workers_limiters_pace_one_domain_together(store: Store, settings: S
         async def book(domain: str, interval: float) -> float:
             return await asyncio.to_thread(of.reserve_start, domain, interval)
 
-        return DomainLimiter(concurrency=4, per_minute=300, book=book)  # 0.2 s apart
+        return DomainLimiter(concurrency=4, per_minute=120, book=book)  # 0.5 s apart
 
     async def send(through: DomainLimiter) -> None:
         async with through.slot(DOMAIN):
@@ -75,19 +75,21 @@ def test_two_workers_limiters_pace_one_domain_together(store: Store, settings: S
 
     async def run() -> None:
         first, second = limiter(store), limiter(other)
-        await asyncio.gather(*(send(first) for _ in range(3)), *(send(second) for _ in range(3)))
+        await asyncio.gather(*(send(first) for _ in range(2)), *(send(second) for _ in range(2)))
 
     try:
         asyncio.run(run())
     finally:
         other.close()
     gaps = [b - a for a, b in itertools.pairwise(sorted(starts))]
-    assert len(gaps) == 5
-    assert min(gaps) > 0.15  # one pace for both limiters, not one each
+    assert len(gaps) == 3
+    # one pace for both limiters, not one each (which would start two at once); the
+    # margin is for a busy machine waking a sleeper late
+    assert min(gaps) > 0.35
 
 
 def test_two_workers_on_one_database_share_the_pace(store: Store, settings: Settings) -> None:
-    paced = settings.model_copy(update={"limits": LimitSettings(per_domain_per_minute=300)})
+    paced = settings.model_copy(update={"limits": LimitSettings(per_domain_per_minute=120)})
     other = Store.connect(settings.database_url)
     workers = [Worker(paced, store), Worker(paced, other)]
     starts: list[float] = []
@@ -105,4 +107,4 @@ def test_two_workers_on_one_database_share_the_pace(store: Store, settings: Sett
         other.close()
     gaps = [b - a for a, b in itertools.pairwise(sorted(starts))]
     assert len(gaps) == 3
-    assert min(gaps) > 0.15  # 0.2 s apart across both workers
+    assert min(gaps) > 0.35  # 0.5 s apart across both workers
