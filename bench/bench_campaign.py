@@ -33,14 +33,12 @@ hour on 2 cores at full size: ``bench/run.py --only campaign``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +88,9 @@ def run(*, quick: bool, reps: int, work_dir: Path) -> list[Result]:
     )
     if reps > 1:
         progress("campaign: one repetition only: a full run takes more than an hour")
-    with _postgres() as server:
+    from tests.postgres import postgres_server  # run.py puts the repository on the path
+
+    with postgres_server() as server:
         url = server.create(empty=True)
         progress(f"campaign: PostgreSQL at {make_url(url).render_as_string()}")
         env = _env(url, folder / "outbox")
@@ -100,14 +100,6 @@ def run(*, quick: bool, reps: int, work_dir: Path) -> list[Result]:
     baseline_render = _raw_render(work_dir)
     progress(f"campaign: raw WeasyPrint {baseline_render.rate:.2f} pages/s")
     return _results(count, steps, baseline_import, baseline_render)
-
-
-@contextlib.contextmanager
-def _postgres() -> Iterator[Any]:
-    from tests.postgres import postgres_server
-
-    with postgres_server() as server:
-        yield server
 
 
 def _env(url: str, outbox: Path) -> dict[str, str]:

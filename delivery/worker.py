@@ -184,9 +184,10 @@ class Worker:
         try:
             await self._collect(summary, on_demand=on_demand)
             # The render processes take seconds to start: only when there is a bundle.
-            if await asyncio.to_thread(self.store.bundles_in, "planned"):
+            planned = len(await asyncio.to_thread(self.store.bundles_in, "planned"))
+            if planned:
                 async with RenderPool(self.settings.render) as pool:
-                    await self._merge(campaign, pool, summary)
+                    await self._merge(campaign, pool, summary, planned=planned)
             await self._deliver(campaign, summary)
         finally:
             heartbeat.cancel()
@@ -290,14 +291,15 @@ class Worker:
 
     # -- merge ----------------------------------------------------------------------------
 
-    async def _merge(self, campaign: Campaign, pool: RenderPool, summary: RunSummary) -> None:
+    async def _merge(
+        self, campaign: Campaign, pool: RenderPool, summary: RunSummary, *, planned: int
+    ) -> None:
         """Render planned bundles, each claimed just before it is rendered.
 
         A few lanes work side by side (bundles held in memory at once); each claims one
         bundle at a time, so other workers on the same database get their share and a
         slow bundle never holds up the rest.
         """
-        total = len(await asyncio.to_thread(self.store.bundles_in, "planned"))
         merger = Merger(pool, self.settings.templates, self.settings.render, self.outbox.workdir)
         solo = _Solo()
         done = 0
@@ -327,7 +329,7 @@ class Worker:
                     faults.point("render-begun", bundle.id)
                     outcome = await self._merge_one(campaign, merger, bundle)
                 done += 1
-                shown = f"[{done}/{max(total, done)}]"
+                shown = f"[{done}/{max(planned, done)}]"
                 if isinstance(outcome, _Deferred):
                     deferred.add(bundle.id)  # before it is given back: no lane takes it again
                     await asyncio.to_thread(self.store.render_deferred, bundle.id, self.actor)

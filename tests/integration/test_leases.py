@@ -43,7 +43,7 @@ def queued(store: Store, settings: Settings) -> Store:
         await worker._collect(summary, on_demand=True)
         campaign = store.campaign()
         async with RenderPool(settings.render) as pool:
-            await worker._merge(campaign, pool, summary)
+            await worker._merge(campaign, pool, summary, planned=summary.bundles_planned)
         for bundle in store.bundles_undelivered():
             recipient = next(
                 r for c in campaign.cases for r in c.recipients if r.slug == bundle.slug
